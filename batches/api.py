@@ -1,0 +1,305 @@
+"""Batch endpoints of the Pasqal Cloud API (paths as the SDK calls them)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from django.conf import settings
+from django.db.models import Count
+from django.http import HttpRequest
+from ninja import Body, Query, Router, Schema
+from pydantic import Field
+
+from batches import services
+from batches.idempotency import idempotent
+from batches.models import Batch, BatchStatus, Priority
+from jobs.api import CancelJobsOut, JobOut, cancel_jobs_json, job_json
+from jobs.filters import Page, filter_jobs
+from jobs.models import Job, JobStatus
+from portal.access import project_for
+from portal.api import ERRORS, envelope, ok
+from portal.errors import InvalidInput, NotFound
+from portal.middleware import json_depth_ok
+
+router = Router(tags=["batches"])
+
+
+class JobIn(Schema):
+    runs: int | None = None
+    variables: dict[str, Any] | None = None
+    sequence: str | None = None
+
+
+class BatchIn(Schema):
+    sequence_builder: str | None = None
+    jobs: list[JobIn] = []
+    open: bool = False
+    complete: bool | None = None
+    device_type: str | None = None
+    project_id: UUID
+    webhook: str | None = None
+    tags: list[str] | None = None
+    configuration: dict[str, Any] | None = None
+    backend_configuration: str | None = None
+    queue_priority: Literal["LOW", "MEDIUM", "HIGH"] | None = None
+
+
+class BatchOut(Schema):
+    id: str
+    open: bool
+    complete: bool
+    status: str
+    device_type: str
+    device_status: str | None = None
+    project_id: str
+    user_id: str
+    created_at: str
+    updated_at: str
+    start_datetime: str | None = None
+    end_datetime: str | None = None
+    webhook: str | None = None
+    tags: list[str] | None = None
+    configuration: dict[str, Any] | None = None
+    backend_configuration: str | None = None
+    parent_id: str | None = None
+    queue_priority: str
+    jobs_count: int
+    jobs_count_per_status: dict[str, int]
+    sequence_builder: str | None = None
+    jobs: list[JobOut] | None = None
+
+
+class BatchStatusOut(Schema):
+    status: str
+    jobs_count_per_status: dict[str, int]
+
+
+class CancelBatchesIn(Schema):
+    batch_ids: list[UUID] = Field(..., max_length=1000)
+
+
+class CancelBatchesOut(Schema):
+    batches: list[BatchOut]
+    errors: dict[str, str]
+
+
+class BatchFilter(Page):
+    id: list[UUID] | None = None
+    project_id: list[UUID] | None = None
+    user_id: list[str] | None = None
+    device_type: list[str] | None = None
+    status: list[BatchStatus] | None = None
+    open: bool | None = None
+    queue_priority: list[Literal["LOW", "MEDIUM", "HIGH"]] | None = None
+    tag: str | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+
+class RebatchFilter(Schema):
+    id: list[UUID] | None = None
+    status: list[JobStatus] | None = None
+    min_runs: int | None = Field(None, ge=0)
+    max_runs: int | None = Field(None, ge=0)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+
+class CancelJobFilter(Schema):
+    id: list[UUID] | None = None
+    min_runs: int | None = Field(None, ge=0)
+    max_runs: int | None = Field(None, ge=0)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def batch_json(
+    batch: Batch, *, counts: dict[str, int] | None = None, with_sequence: bool = False, with_jobs: bool = False
+) -> dict[str, Any]:
+    if counts is None:
+        counts = services.jobs_count_per_status(batch)
+    data: dict[str, Any] = {
+        "id": str(batch.pk),
+        "open": batch.open,
+        "complete": not batch.open,
+        "status": batch.status,
+        "device_type": batch.device.name,
+        "device_status": batch.device.status,
+        "project_id": str(batch.project_id),
+        "user_id": str(batch.user_id),
+        "created_at": _iso(batch.created_at),
+        "updated_at": _iso(batch.updated_at),
+        "start_datetime": _iso(batch.start_datetime),
+        "end_datetime": _iso(batch.end_datetime),
+        "webhook": batch.webhook,
+        "tags": batch.tags,
+        "configuration": batch.configuration,
+        "backend_configuration": batch.backend_configuration,
+        "parent_id": str(batch.parent_id) if batch.parent_id else None,
+        "queue_priority": Priority(batch.priority).name,
+        "jobs_count": sum(counts.values()),
+        "jobs_count_per_status": counts,
+    }
+    if with_sequence:
+        data["sequence_builder"] = batch.sequence_builder
+    # Inline the jobs of small batches; the SDK pages through big ones itself (ordered_jobs).
+    if with_jobs and sum(counts.values()) <= settings.BATCH_JOBS_INLINE_MAX:
+        data["jobs"] = [job_json(j) for j in batch.jobs.order_by("order")]
+    return data
+
+
+def _full(batch: Batch) -> dict[str, Any]:
+    return batch_json(Batch.objects.select_related("device").get(pk=batch.pk), with_sequence=True, with_jobs=True)
+
+
+def _parse_body(request: HttpRequest) -> Any:
+    """The raw JSON body, with depth checked first: pulser's JSON must not blow the stack."""
+    body = request.body or b"null"
+    if not json_depth_ok(body, settings.MAX_JSON_DEPTH):
+        raise InvalidInput(f"The request body is nested deeper than {settings.MAX_JSON_DEPTH} levels.")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"The request body is not valid JSON: {exc}") from exc
+
+
+@router.post("/api/v1/batches", response={200: envelope(BatchOut), **ERRORS})
+def create_batch(request: HttpRequest, payload: BatchIn) -> Any:
+    return idempotent(request, lambda: _create_batch(request, payload))
+
+
+def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
+    raw = _parse_body(request)
+    project = project_for(request.user, payload.project_id)
+    is_open = payload.open if payload.complete is None else not payload.complete
+    batch = services.create_batch(
+        project,
+        request.user,
+        sequence_builder=payload.sequence_builder,
+        jobs=raw.get("jobs", []),
+        device_type=payload.device_type,
+        open=is_open,
+        tags=payload.tags,
+        webhook=payload.webhook,
+        configuration=payload.configuration,
+        backend_configuration=payload.backend_configuration,
+        priority=Priority[payload.queue_priority or "MEDIUM"],
+    )
+    return ok(_full(batch))
+
+
+@router.get("/api/v1/batches", response={200: envelope(list[BatchOut], paginated=True), **ERRORS})
+def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str, Any]:
+    qs = services.batches_for(request.user).select_related("device")
+    if filters.id:
+        qs = qs.filter(pk__in=filters.id)
+    if filters.project_id:
+        qs = qs.filter(project_id__in=filters.project_id)
+    if filters.user_id:
+        qs = qs.filter(user_id__in=[u for u in filters.user_id if u.isdigit()])
+    if filters.device_type:
+        qs = qs.filter(device__name__in=filters.device_type)
+    if filters.status:
+        qs = qs.filter(status__in=filters.status)
+    if filters.open is not None:
+        qs = qs.filter(open=filters.open)
+    if filters.queue_priority:
+        qs = qs.filter(priority__in=[Priority[p] for p in filters.queue_priority])
+    if filters.tag:
+        qs = (
+            qs.filter(tags__contains=[filters.tag])
+            if _json_contains_supported()
+            else qs.filter(tags__icontains=json.dumps(filters.tag))
+        )
+    qs = services.created_between(qs, filters.start_date, filters.end_date)
+    total = qs.count()
+    batches = list(qs.order_by("-created_at")[filters.offset : filters.offset + filters.limit])
+    counts = _counts_for(batches)
+    data = [batch_json(b, counts=counts.get(b.pk, dict.fromkeys(JobStatus.values, 0))) for b in batches]
+    return ok(data, pagination={"total": total, "offset": filters.offset, "end": filters.offset + len(data)})
+
+
+def _json_contains_supported() -> bool:
+    from django.db import connection
+
+    return bool(connection.features.supports_json_field_contains)
+
+
+def _counts_for(batches: list[Batch]) -> dict[Any, dict[str, int]]:
+    """Job counts per status for a page of batches, in one query."""
+    counts: dict[Any, dict[str, int]] = {b.pk: dict.fromkeys(JobStatus.values, 0) for b in batches}
+    rows = Job.objects.filter(batch__in=batches).values("batch_id", "status").annotate(n=Count("pk")).order_by()
+    for row in rows:
+        counts[row["batch_id"]][row["status"]] = row["n"]
+    return counts
+
+
+@router.patch("/api/v1/batches/cancel", response={200: envelope(CancelBatchesOut), **ERRORS})
+def cancel_batches(request: HttpRequest, payload: CancelBatchesIn) -> dict[str, Any]:
+    canceled, errors = [], {}
+    for batch_id in payload.batch_ids:
+        try:
+            batch = services.get_batch_for(request.user, batch_id)
+            services.cancel_batch(batch, by=request.user)
+            canceled.append(batch_json(Batch.objects.select_related("device").get(pk=batch.pk)))
+        except (NotFound, services.Conflict) as exc:
+            errors[str(batch_id)] = exc.message
+    return ok({"batches": canceled, "errors": errors})
+
+
+@router.get("/api/v2/batches/{batch_id}", response={200: envelope(BatchOut), **ERRORS})
+def get_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
+    batch = services.get_batch_for(request.user, batch_id)
+    return ok(batch_json(batch, with_sequence=True, with_jobs=True))
+
+
+@router.get("/api/v1/batches/{batch_id}/status", response={200: envelope(BatchStatusOut), **ERRORS})
+def get_batch_status(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
+    batch = services.get_batch_for(request.user, batch_id)
+    return ok({"status": batch.status, "jobs_count_per_status": services.jobs_count_per_status(batch)})
+
+
+@router.patch("/api/v2/batches/{batch_id}/complete", response={200: envelope(BatchOut), **ERRORS})
+def close_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
+    batch = services.get_batch_for(request.user, batch_id)
+    return ok(_full(services.close_batch(batch, by=request.user)))
+
+
+@router.patch("/api/v2/batches/{batch_id}/cancel", response={200: envelope(BatchOut), **ERRORS})
+def cancel_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
+    batch = services.get_batch_for(request.user, batch_id)
+    services.cancel_batch(batch, by=request.user)
+    return ok(_full(batch))
+
+
+@router.post("/api/v2/batches/{batch_id}/jobs", response={200: envelope(BatchOut), **ERRORS})
+def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[list[JobIn]]) -> Any:
+    batch = services.get_batch_for(request.user, batch_id)
+    return idempotent(request, lambda: ok(_full(services.add_jobs(batch, _parse_body(request), by=request.user))))
+
+
+@router.patch("/api/v1/batches/{batch_id}/tags", response={200: envelope(BatchOut), **ERRORS})
+def set_tags(request: HttpRequest, batch_id: UUID, tags: Body[list[str]]) -> dict[str, Any]:
+    batch = services.get_batch_for(request.user, batch_id)
+    return ok(_full(services.set_tags(batch, tags)))
+
+
+@router.post("/api/v1/batches/{batch_id}/rebatch", response={200: envelope(BatchOut), **ERRORS})
+def rebatch(request: HttpRequest, batch_id: UUID, filters: Query[RebatchFilter]) -> dict[str, Any]:
+    batch = services.get_batch_for(request.user, batch_id)
+    jobs = filter_jobs(batch.jobs.all(), filters).order_by("order")
+    return ok(_full(services.rebatch(batch, jobs, by=request.user)))
+
+
+@router.patch("/api/v2/batches/{batch_id}/cancel/jobs", response={200: envelope(CancelJobsOut), **ERRORS})
+def cancel_jobs(request: HttpRequest, batch_id: UUID, filters: Query[CancelJobFilter]) -> dict[str, Any]:
+    batch = services.get_batch_for(request.user, batch_id)
+    report, errors = services.cancel_jobs(batch, filter_jobs(batch.jobs.all(), filters), by=request.user)
+    return ok(cancel_jobs_json(report.canceled, errors))

@@ -1,0 +1,83 @@
+"""Batches: one sequence, one device, an ordered list of jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class BatchStatus(models.TextChoices):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+    TIMED_OUT = "TIMED_OUT"
+
+
+TERMINAL_BATCH_STATUSES = frozenset({BatchStatus.DONE, BatchStatus.ERROR, BatchStatus.CANCELED, BatchStatus.TIMED_OUT})
+
+
+class Priority(models.IntegerChoices):
+    LOW = 0
+    MEDIUM = 1
+    HIGH = 2
+
+
+class Batch(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey("portal.Project", on_delete=models.PROTECT, related_name="batches")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches")
+    device = models.ForeignKey("backends.Device", on_delete=models.PROTECT, related_name="batches")
+    status = models.CharField(max_length=12, choices=BatchStatus.choices, default=BatchStatus.PENDING)
+    open = models.BooleanField(default=False)
+    priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.MEDIUM)
+    sequence_builder = models.TextField(null=True, blank=True)
+    webhook = models.URLField(max_length=500, null=True, blank=True)
+    configuration = models.JSONField(null=True, blank=True)
+    backend_configuration = models.TextField(null=True, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rebatches")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    start_datetime = models.DateTimeField(null=True, blank=True)
+    end_datetime = models.DateTimeField(null=True, blank=True)
+    # Last time a job was added or ended: an open batch idle past OPEN_BATCH_TIMEOUT times out.
+    last_activity_at = models.DateTimeField(auto_now_add=True)
+    # Number of jobs ever added: the next job's `order`.
+    jobs_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["device", "status", "-priority", "created_at"], name="batch_queue"),
+            models.Index(fields=["project", "-created_at"], name="batch_project_created"),
+            models.Index(fields=["status"], name="batch_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Batch {self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_BATCH_STATUSES
+
+    @property
+    def complete(self) -> bool:
+        return not self.open
+
+
+class IdempotentRequest(models.Model):
+    """The first response to a request carrying an `Idempotency-Key`, replayed on a retry."""
+
+    key = models.CharField(max_length=255)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_response_per_idempotency_key")]

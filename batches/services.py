@@ -1,0 +1,381 @@
+"""Batch services: submit, add jobs, close, cancel, rebatch, retry, tags.
+
+The API, the portal and the Celery tasks all call these; they hold the rules.
+Validation (pulser deserialize + build) happens before anything is written, so a
+refused submission creates and charges nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, F, QuerySet
+from django.utils import timezone
+
+from backends.adapters import Adapter, get_adapter
+from backends.models import Device
+from backends.sequences import build, check_variables, sequence_cache
+from batches import scheduler
+from batches.models import TERMINAL_BATCH_STATUSES, Batch, BatchStatus, Priority
+from jobs.models import Job, JobStatus
+from portal import credits
+from portal.errors import Conflict, InvalidInput, NotFound
+from portal.models import CreditTransaction, Project
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    runs: int
+    variables: dict[str, Any] | None
+    sequence: str | None = None
+    parent_id: UUID | None = None
+
+
+def parse_job_specs(raw_jobs: Any, *, first_index: int = 0) -> list[JobSpec]:
+    """Shape checks on the `jobs` list the SDK sends, with the job's index in every message."""
+    if not isinstance(raw_jobs, list):
+        raise InvalidInput("'jobs' must be a list of objects with 'runs' and 'variables'.", field="jobs")
+    if len(raw_jobs) > settings.MAX_JOBS_PER_BATCH:
+        raise InvalidInput(
+            f"Too many jobs: {len(raw_jobs)} given, at most {settings.MAX_JOBS_PER_BATCH} per request.",
+            field="jobs",
+        )
+    specs = []
+    for index, raw in enumerate(raw_jobs, start=first_index):
+        where = f"Job {index}"
+        if not isinstance(raw, dict):
+            raise InvalidInput(f"{where}: must be an object with 'runs' and 'variables'.", field="jobs")
+        unknown = sorted(set(raw) - {"runs", "variables", "sequence"})
+        if unknown:
+            raise InvalidInput(f"{where}: unknown field {', '.join(map(repr, unknown))}.", field=unknown[0])
+        runs = raw.get("runs")
+        if not isinstance(runs, int) or isinstance(runs, bool):
+            raise InvalidInput(f"{where}: 'runs' must be a whole number of shots; got {runs!r}.", field="runs")
+        if runs < 1 or runs > settings.MAX_RUNS_PER_JOB:
+            raise InvalidInput(
+                f"{where}: 'runs' must be between 1 and {settings.MAX_RUNS_PER_JOB}; got {runs}.", field="runs"
+            )
+        variables = raw.get("variables")
+        sequence = raw.get("sequence")
+        if sequence is not None and not isinstance(sequence, str):
+            raise InvalidInput(f"{where}: 'sequence' must be a string (Pulser abstract representation).")
+        if sequence and variables:
+            raise InvalidInput(f"{where}: a job with its own 'sequence' cannot also set 'variables'.")
+        specs.append(JobSpec(runs=runs, variables=variables, sequence=sequence))
+    return specs
+
+
+def _validate_jobs(adapter: Adapter, batch_sequence: str | None, specs: Sequence[JobSpec], first_index: int) -> None:
+    """Deserialize each distinct sequence once, build it once per job, ask the adapter."""
+    checked: set[str] = set()
+    for index, spec in enumerate(specs, start=first_index):
+        where = f"Job {index}"
+        text = spec.sequence or batch_sequence
+        if text is None:
+            raise InvalidInput(f"{where}: no sequence: give 'sequence_builder' for the batch or a job 'sequence'.")
+        seq = sequence_cache.get(text, field="sequence" if spec.sequence else "sequence_builder")
+        if text not in checked:
+            errors = adapter.validate_sequence(seq)
+            if errors:
+                raise InvalidInput(" ".join(errors), field="sequence_builder")
+            checked.add(text)
+        variables = check_variables(seq, spec.variables, where=where)
+        built = build(seq, variables, where=where)
+        errors = adapter.validate(built, spec.runs)
+        if errors:
+            raise InvalidInput(f"{where}: " + " ".join(errors))
+
+
+def resolve_device(device_type: str | None, sequence_builder: str | None) -> Device:
+    """The batch's device; with no `device_type`, the device the sequence was written for."""
+    if device_type is None:
+        device_type = "EMU_FREE"
+        if sequence_builder:
+            seq_device = sequence_cache.get(sequence_builder).device
+            if Device.objects.filter(name=seq_device.name).exists():
+                device_type = seq_device.name
+    device = Device.objects.filter(name=device_type).first()
+    if device is None:
+        names = ", ".join(Device.objects.values_list("name", flat=True))
+        raise InvalidInput(f"Unknown device_type '{device_type}'. Available: {names}.", field="device_type")
+    return device
+
+
+def _check_device_accepts_work(device: Device) -> None:
+    if device.status == Device.Status.DOWN:
+        reason = f": {device.status_reason}" if device.status_reason else ""
+        raise InvalidInput(f"Device {device.name} is DOWN{reason}", field="device_type")
+
+
+def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: AbstractBaseUser, start: int) -> list[Job]:
+    price = batch.device.price_per_run
+    return [
+        Job(
+            batch=batch,
+            project_id=batch.project_id,
+            user=user,
+            order=start + i,
+            runs=spec.runs,
+            variables=spec.variables,
+            sequence=spec.sequence,
+            parent_id=spec.parent_id,
+            price=spec.runs * price,
+        )
+        for i, spec in enumerate(specs)
+    ]
+
+
+def create_batch(
+    project: Project,
+    user: AbstractBaseUser,
+    *,
+    sequence_builder: str | None,
+    jobs: Any,
+    device_type: str | None = None,
+    open: bool = False,
+    tags: list[str] | None = None,
+    webhook: str | None = None,
+    configuration: dict[str, Any] | None = None,
+    backend_configuration: str | None = None,
+    priority: int = Priority.MEDIUM,
+    parent: Batch | None = None,
+    validate: bool = True,
+) -> Batch:
+    """Validate, then create the batch and its jobs and charge them, all or nothing (402)."""
+    from batches.webhooks import check_webhook_url
+
+    specs = jobs if parse_done(jobs) else parse_job_specs(jobs)
+    if sequence_builder is None and not specs:
+        raise InvalidInput("'sequence_builder' is required (or a 'sequence' on every job).", field="sequence_builder")
+    if sequence_builder is not None:
+        sequence_cache.get(sequence_builder)
+    device = resolve_device(device_type, sequence_builder)
+    _check_device_accepts_work(device)
+    tags = clean_tags(tags)
+    if webhook:
+        check_webhook_url(webhook)
+    if validate:
+        _validate_jobs(get_adapter(device), sequence_builder, specs, 0)
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            project=project,
+            user=user,
+            device=device,
+            open=open,
+            sequence_builder=sequence_builder,
+            webhook=webhook or None,
+            configuration=configuration,
+            backend_configuration=backend_configuration,
+            tags=tags,
+            priority=priority,
+            parent=parent,
+            jobs_count=len(specs),
+        )
+        created = Job.objects.bulk_create(_new_jobs(batch, specs, user, 0))
+        credits.charge_jobs(batch, created, by=user)
+        transaction.on_commit(lambda: scheduler.advance(device.pk))
+    return batch
+
+
+def parse_done(jobs: Any) -> bool:
+    return isinstance(jobs, list) and all(isinstance(j, JobSpec) for j in jobs) and bool(jobs)
+
+
+def clean_tags(tags: Any) -> list[str]:
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise InvalidInput("'tags' must be a list of strings.", field="tags")
+    if len(tags) > 50 or any(len(t) > 100 or not t.strip() for t in tags):
+        raise InvalidInput("'tags' takes at most 50 non-empty tags of at most 100 characters.", field="tags")
+    return list(dict.fromkeys(t.strip() for t in tags))
+
+
+def add_jobs(batch: Batch, raw_jobs: Any, *, by: AbstractBaseUser) -> Batch:
+    """Rule 6: jobs are added only to an open batch that is PENDING or RUNNING."""
+    specs = raw_jobs if parse_done(raw_jobs) else parse_job_specs(raw_jobs, first_index=batch.jobs_count)
+    _check_open(batch)
+    _validate_jobs(get_adapter(batch.device), batch.sequence_builder, specs, batch.jobs_count)
+    with transaction.atomic():
+        # Lock the batch: a concurrent close or a second add must see our jobs_count.
+        locked = Batch.objects.select_for_update().select_related("device").get(pk=batch.pk)
+        _check_open(locked)
+        start = locked.jobs_count
+        created = Job.objects.bulk_create(_new_jobs(locked, specs, by, start))
+        Batch.objects.filter(pk=batch.pk).update(
+            jobs_count=F("jobs_count") + len(specs), last_activity_at=timezone.now()
+        )
+        credits.charge_jobs(locked, created, by=by)
+        device_id = locked.device_id
+        transaction.on_commit(lambda: scheduler.advance(device_id))
+    return Batch.objects.get(pk=batch.pk)
+
+
+def _check_open(batch: Batch) -> None:
+    if not batch.open:
+        raise Conflict(f"Batch {batch.id} is closed: jobs can no longer be added.")
+    if batch.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
+        raise Conflict(f"Batch {batch.id} is {batch.status}: jobs can no longer be added.")
+
+
+def retry_job(job: Job, *, by: AbstractBaseUser) -> Batch:
+    """Rule 10: append a copy of `job` to its open batch, remembering which job it retries."""
+    spec = JobSpec(runs=job.runs, variables=job.variables, sequence=job.sequence, parent_id=job.pk)
+    return add_jobs(job.batch, [spec], by=by)
+
+
+def close_batch(batch: Batch, *, by: AbstractBaseUser | None) -> Batch:
+    """Rule 6: closing is idempotent; the batch ends DONE once its jobs are terminal."""
+    Batch.objects.filter(pk=batch.pk, open=True).update(open=False, last_activity_at=timezone.now())
+    scheduler.advance(batch.device_id)
+    return Batch.objects.get(pk=batch.pk)
+
+
+@dataclass
+class CancelReport:
+    canceled: list[Job]
+    refunded: int
+
+
+def cancel_job(job: Job, *, by: AbstractBaseUser | None) -> CancelReport:
+    """Rule 7: only a PENDING job can be canceled; it is refunded once."""
+    with transaction.atomic():
+        won = Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
+            status=JobStatus.CANCELED, end_timestamp=timezone.now(), dispatched_at=None
+        )
+        if not won:
+            current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+            raise Conflict(f"Job {job.id} is {current}: only a PENDING job can be canceled.")
+        refunded = credits.refund_job(job, by=by, reason="Job canceled.")
+        Batch.objects.filter(pk=job.batch_id).update(last_activity_at=timezone.now())
+        device_id = Batch.objects.values_list("device_id", flat=True).get(pk=job.batch_id)
+        transaction.on_commit(lambda: scheduler.advance(device_id))
+    job.refresh_from_db()
+    return CancelReport(canceled=[job], refunded=refunded)
+
+
+def cancel_pending_jobs(
+    batch: Batch, *, by: AbstractBaseUser | None, reason: str, only: QuerySet[Job] | None = None
+) -> CancelReport:
+    """Cancel and refund the batch's PENDING jobs (all, or those in `only`). Caller holds a transaction."""
+    pending = (only if only is not None else batch.jobs.all()).filter(status=JobStatus.PENDING)
+    # Lock the rows: a worker's conditional PENDING->RUNNING waits, then finds them CANCELED.
+    jobs = list(pending.select_for_update().order_by("order"))
+    if not jobs:
+        return CancelReport(canceled=[], refunded=0)
+    now = timezone.now()
+    Job.objects.filter(pk__in=[j.pk for j in jobs], status=JobStatus.PENDING).update(
+        status=JobStatus.CANCELED, end_timestamp=now, dispatched_at=None
+    )
+    refunded = credits.refund_jobs(jobs, by=by, reason=reason)
+    for job in jobs:
+        job.status, job.end_timestamp = JobStatus.CANCELED, now
+    return CancelReport(canceled=jobs, refunded=refunded)
+
+
+def cancel_batch(batch: Batch, *, by: AbstractBaseUser | None) -> CancelReport:
+    """Rule 8: PENDING leaves the queue; RUNNING cancels pending jobs, a running job finishes."""
+    with transaction.atomic():
+        won = Batch.objects.filter(pk=batch.pk, status__in=[BatchStatus.PENDING, BatchStatus.RUNNING]).update(
+            status=BatchStatus.CANCELED, end_datetime=timezone.now(), open=False
+        )
+        if not won:
+            current = Batch.objects.values_list("status", flat=True).get(pk=batch.pk)
+            raise Conflict(f"Batch {batch.id} is {current}: it can no longer be canceled.")
+        report = cancel_pending_jobs(batch, by=by, reason="Batch canceled.")
+        device_id = batch.device_id
+        transaction.on_commit(lambda: scheduler.advance(device_id))
+        scheduler._notify(batch.pk)
+    return report
+
+
+def cancel_jobs(
+    batch: Batch, jobs: QuerySet[Job], *, by: AbstractBaseUser | None
+) -> tuple[CancelReport, dict[str, str]]:
+    """Cancel the PENDING jobs among `jobs`; the others are reported with the reason."""
+    errors = {
+        str(pk): f"Job {pk} is {status}: only a PENDING job can be canceled."
+        for pk, status in jobs.exclude(status=JobStatus.PENDING).values_list("pk", "status")
+    }
+    with transaction.atomic():
+        report = cancel_pending_jobs(batch, by=by, reason="Job canceled.", only=jobs)
+        if report.canceled:
+            Batch.objects.filter(pk=batch.pk).update(last_activity_at=timezone.now())
+        device_id = batch.device_id
+        transaction.on_commit(lambda: scheduler.advance(device_id))
+    return report, errors
+
+
+def rebatch(batch: Batch, jobs: Iterable[Job], *, by: AbstractBaseUser) -> Batch:
+    """Rule 9: a new closed batch, `parent` = `batch`, with copies of `jobs`, charged anew."""
+    if batch.open:
+        raise Conflict(f"Batch {batch.id} is still open: close it before rebatching its jobs.")
+    specs = [JobSpec(runs=j.runs, variables=j.variables, sequence=j.sequence) for j in jobs]
+    if not specs:
+        raise InvalidInput("No job of this batch matches the filters: nothing to rebatch.")
+    return create_batch(
+        batch.project,
+        by,
+        sequence_builder=batch.sequence_builder,
+        jobs=specs,
+        device_type=batch.device.name,
+        tags=batch.tags,
+        webhook=batch.webhook,
+        configuration=batch.configuration,
+        backend_configuration=batch.backend_configuration,
+        priority=batch.priority,
+        parent=batch,
+        validate=False,
+    )
+
+
+def set_tags(batch: Batch, tags: Any) -> Batch:
+    Batch.objects.filter(pk=batch.pk).update(tags=clean_tags(tags), updated_at=timezone.now())
+    return Batch.objects.get(pk=batch.pk)
+
+
+def jobs_count_per_status(batch: Batch) -> dict[str, int]:
+    counts = dict.fromkeys(JobStatus.values, 0)
+    for row in batch.jobs.values("status").annotate(n=Count("pk")).order_by():
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def batches_for(user: AbstractBaseUser) -> QuerySet[Batch]:
+    return Batch.objects.filter(project__memberships__user=user)
+
+
+def get_batch_for(user: AbstractBaseUser, batch_id: UUID | str) -> Batch:
+    """A batch of one of the user's projects, else NotFound (404, never 403: ids don't leak)."""
+    batch = batches_for(user).select_related("device", "project").filter(pk=batch_id).first()
+    if batch is None:
+        raise NotFound(f"Batch {batch_id} not found.")
+    return batch
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_BATCH_STATUSES
+
+
+def spent_on(batch: Batch) -> int:
+    from django.db.models import Sum
+
+    total = batch.transactions.filter(
+        kind__in=[CreditTransaction.Kind.CHARGE, CreditTransaction.Kind.REFUND]
+    ).aggregate(s=Sum("amount"))["s"]
+    return -(total or 0)
+
+
+def created_between(qs: QuerySet[Any], start: datetime | None, end: datetime | None) -> QuerySet[Any]:
+    if start:
+        qs = qs.filter(created_at__gte=start)
+    if end:
+        qs = qs.filter(created_at__lte=end)
+    return qs

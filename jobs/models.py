@@ -1,0 +1,62 @@
+"""Jobs: one parameter set of a batch's sequence, run for `runs` shots."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+
+
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELED})
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    batch = models.ForeignKey("batches.Batch", on_delete=models.CASCADE, related_name="jobs")
+    # Copied from the batch so that project-wide listings need no join.
+    project = models.ForeignKey("portal.Project", on_delete=models.PROTECT, related_name="jobs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
+    order = models.PositiveIntegerField(help_text="Position in the batch: jobs run in this order.")
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING)
+    runs = models.PositiveIntegerField()
+    variables = models.JSONField(null=True, blank=True)
+    sequence = models.TextField(null=True, blank=True, help_text="Per-job sequence, if any.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    errors = models.JSONField(null=True, blank=True)
+    price = models.PositiveBigIntegerField(default=0, help_text="Credits charged for this job.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    start_timestamp = models.DateTimeField(null=True, blank=True)
+    end_timestamp = models.DateTimeField(null=True, blank=True)
+    # The lease: the worker running the job renews it; once expired the tick re-queues the job.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    result_path = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-order"]
+        indexes = [
+            models.Index(fields=["batch", "order"], name="job_batch_order"),
+            models.Index(fields=["batch", "status"], name="job_batch_status"),
+            models.Index(fields=["project", "-created_at"], name="job_project_created"),
+            models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
+        ]
+        constraints = [models.UniqueConstraint(fields=["batch", "order"], name="one_job_per_batch_position")]
+
+    def __str__(self) -> str:
+        return f"Job {self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_JOB_STATUSES

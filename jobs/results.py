@@ -1,0 +1,46 @@
+"""Result files: one JSON file per job through Django's storage API, and signed links to them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from jobs.models import Job
+
+_SALT = "tweezer.results-link"
+
+
+def result_name(job_id: object) -> str:
+    return f"jobs/{job_id}.json"
+
+
+def store_result(job: Job, payload: dict[str, Any]) -> str:
+    name = result_name(job.pk)
+    if default_storage.exists(name):
+        default_storage.delete(name)  # a re-run after a lost lease: the latest run wins
+    return str(default_storage.save(name, ContentFile(json.dumps(payload).encode())))
+
+
+def open_result(job: Job) -> Any:
+    return default_storage.open(job.result_path or result_name(job.pk), "rb")
+
+
+def read_result(job: Job) -> dict[str, Any] | None:
+    if not job.result_path:
+        return None
+    with open_result(job) as handle:
+        return json.load(handle)  # type: ignore[no-any-return]
+
+
+def sign_job(job: Job) -> str:
+    return signing.TimestampSigner(salt=_SALT).sign(str(job.pk))
+
+
+def unsign_job(token: str) -> str:
+    """The job id in a results token; raises signing.BadSignature (or SignatureExpired)."""
+    return signing.TimestampSigner(salt=_SALT).unsign(token, max_age=settings.RESULTS_LINK_MAX_AGE)

@@ -1,0 +1,40 @@
+"""Who may see what: every lookup starts from the user's memberships (404 otherwise)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest
+
+from portal.errors import NotFound
+from portal.models import Membership, Project
+
+
+def projects_of(user: AbstractBaseUser) -> list[Project]:
+    return list(Project.objects.filter(memberships__user=user, status=Project.Status.ACTIVE).order_by("name"))
+
+
+def project_for(user: AbstractBaseUser, project_id: object) -> Project:
+    project = Project.objects.filter(pk=project_id, memberships__user=user).first()
+    if project is None:
+        raise NotFound(f"Project {project_id} not found, or you are not a member of it.", field="project_id")
+    return project
+
+
+def role_in(user: AbstractBaseUser, project: Project) -> str | None:
+    return Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
+
+
+def is_admin(user: AbstractBaseUser, project: Project) -> bool:
+    return role_in(user, project) == Membership.Role.ADMIN
+
+
+def current_project_for(request: HttpRequest) -> tuple[Project | None, list[Project]]:
+    """The project chosen with the switcher (kept in the session), else the first one."""
+    cached = getattr(request, "_tweezer_projects", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    projects = projects_of(request.user)
+    chosen = request.session.get("project_id")
+    project = next((p for p in projects if str(p.pk) == chosen), projects[0] if projects else None)
+    request._tweezer_projects = (project, projects)  # type: ignore[attr-defined]
+    return project, projects

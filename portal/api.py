@@ -1,0 +1,166 @@
+"""The HTTP API the Pasqal Cloud SDK speaks: one NinjaAPI, mounted under `core/` and `account/`.
+
+Wire-format quirks live here and in the routers: the JSend envelope on success and on
+errors, Bearer tokens, 400 (not 422) for invalid input. Rules live in the services.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Router, Schema
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer
+from pydantic import create_model
+
+from portal.access import projects_of
+from portal.errors import TweezerError
+
+log = logging.getLogger(__name__)
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        from portal.tokens import user_for_token
+
+        user = user_for_token(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+class Pagination(Schema):
+    total: int
+    offset: int
+    end: int
+
+
+class ErrorData(Schema):
+    description: str
+    field: str | None = None
+
+
+class ErrorEnvelope(Schema):
+    status: str = "fail"
+    code: int
+    message: str
+    data: ErrorData
+
+
+ERRORS: dict[int, type[Schema]] = dict.fromkeys((400, 401, 402, 403, 404, 409, 413), ErrorEnvelope)
+_envelopes: dict[tuple[Any, bool], type[Schema]] = {}
+
+
+def envelope(data: Any, *, paginated: bool = False) -> type[Schema]:
+    """The response schema `{status, code, message, data, pagination?}` around `data`."""
+    key = (data, paginated)
+    if key not in _envelopes:
+        name = getattr(data, "__name__", None) or getattr(getattr(data, "__args__", [None])[0], "__name__", "Data")
+        suffix = "Page" if paginated else "Envelope"
+        fields: dict[str, Any] = {
+            "status": (str, "success"),
+            "code": (int, 200),
+            "message": (str, "OK."),
+            "data": (data, ...),
+        }
+        if paginated:
+            fields["pagination"] = (Pagination, ...)
+        _envelopes[key] = create_model(f"{name}{suffix}", __base__=Schema, **fields)
+    return _envelopes[key]
+
+
+def ok(data: Any, *, code: int = 200, pagination: dict[str, int] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": "success", "code": code, "message": "OK.", "data": data}
+    if pagination is not None:
+        body["pagination"] = pagination
+    return body
+
+
+api = NinjaAPI(
+    title="Tweezer API",
+    version="1",
+    description="The Pasqal Cloud API, served by Tweezer. Authenticate with `Authorization: Bearer <token>`.",
+    auth=BearerToken(),
+    urls_namespace="api",
+    docs_url="/api/docs",
+    openapi_url="/api/openapi.json",
+)
+
+
+def _error(request: HttpRequest, status: int, message: str, field: str | None = None) -> HttpResponse:
+    data: dict[str, Any] = {"description": message}
+    if field:
+        data["field"] = field
+    return api.create_response(
+        request, {"status": "fail", "code": status, "message": message, "data": data}, status=status
+    )
+
+
+@api.exception_handler(TweezerError)
+def _domain_error(request: HttpRequest, exc: TweezerError) -> HttpResponse:
+    return _error(request, exc.status_code, exc.message, exc.field)
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(request, 401, "Missing or invalid API token: send 'Authorization: Bearer <token>'.")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return _error(request, exc.status_code, str(exc))
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    problems = []
+    field = None
+    for error in exc.errors[:5]:
+        loc = [str(p) for p in error.get("loc", []) if p not in ("body", "query", "path", "payload")]
+        where = ".".join(loc) or "body"
+        field = field or (loc[-1] if loc else None)
+        problems.append(f"'{where}': {error.get('msg', 'invalid')}")
+    return _error(request, 400, "Invalid input: " + "; ".join(problems), field)
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Still JSON: the SDK parses every error body. Logged with its traceback for the operator.
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return _error(request, 500, "Internal error: the request failed and nothing was changed.")
+
+
+class ProjectOut(Schema):
+    id: str
+    name: str
+    status: str
+
+
+account = Router(tags=["account"])
+
+
+@account.get("/api/v1/projects", response={200: envelope(list[ProjectOut]), **ERRORS})
+def list_projects(request: HttpRequest, project_status: str | None = None) -> dict[str, Any]:
+    projects = [
+        {"id": str(p.pk), "name": p.name, "status": p.status}
+        for p in projects_of(request.user)
+        if project_status in (None, p.status)
+    ]
+    return ok(projects)
+
+
+def mount() -> NinjaAPI:
+    from backends.api import router as devices
+    from batches.api import router as batches
+    from jobs.api import results_router
+    from jobs.api import router as jobs
+
+    api.add_router("/core/", batches)
+    api.add_router("/core/", jobs)
+    api.add_router("/core/", devices)
+    api.add_router("/account/", account)
+    api.add_router("/", results_router)
+    return api

@@ -1,0 +1,34 @@
+"""The Celery app: one queue per device, late acks, one prefetched message, a beat tick."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("tweezer")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_acks_late=True,
+    # A worker whose child dies (SIGKILL, OOM) requeues its message; the job lease in the
+    # database decides whether the job runs again, so a poison message cannot loop forever.
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+    task_default_queue="default",
+    broker_connection_retry_on_startup=True,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "tick": {
+            "task": "backends.tasks.tick",
+            "schedule": float(os.environ.get("TICK_SECONDS", "5")),
+            "options": {"queue": "default", "expires": 30},
+        },
+    },
+)
+app.autodiscover_tasks(["backends", "batches"])

@@ -1,0 +1,240 @@
+"""Shared fixtures: devices, users with tokens, a real Celery worker process, the real SDK."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Sum
+
+from backends.devices import sync_devices
+from backends.models import Device
+from portal.models import CreditTransaction, Project
+from portal.tokens import create_token
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences", "django_db_serialized_rollback"}
+
+
+def is_postgres() -> bool:
+    return bool(connection.vendor == "postgresql")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        skip = pytest.mark.skip(reason="needs PostgreSQL (run with DATABASE_URL=postgres://…)")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def ledger_invariant(request: pytest.FixtureRequest, django_db_blocker: Any) -> Iterator[None]:
+    """After every test that touched the database: balance == sum(ledger), ≤ 1 CHARGE/REFUND per job."""
+    yield
+    if not DB_FIXTURES & set(request.fixturenames) and not request.node.get_closest_marker("django_db"):
+        return
+    with django_db_blocker.unblock():
+        for project in Project.objects.all():
+            total = project.transactions.aggregate(s=Sum("amount"))["s"] or 0
+            assert project.balance == total, f"{project}: balance {project.balance} != ledger sum {total}"
+            assert project.balance >= 0
+        doubled = (
+            CreditTransaction.objects.filter(kind__in=["CHARGE", "REFUND"], job__isnull=False)
+            .values("job_id", "kind")
+            .annotate(n=Count("id"))
+            .filter(n__gt=1)
+        )
+        assert not doubled.exists(), f"jobs charged or refunded twice: {list(doubled)}"
+
+
+@pytest.fixture
+def devices(db: None) -> dict[str, Device]:
+    return {d.name: d for d in sync_devices()}
+
+
+@pytest.fixture
+def member(db: None) -> Any:
+    """A project ADMIN with 100,000 credits and an API token (`member.token`)."""
+    membership = MembershipFactory()
+    _, membership.token = create_token(membership.user, "tests")
+    return membership
+
+
+@pytest.fixture
+def make_member(db: None) -> Callable[..., Any]:
+    def make(role: str = "ADMIN", credits: int = 100_000, project: Project | None = None) -> Any:
+        membership = MembershipFactory(
+            role=role,
+            user=UserFactory(),
+            project=project or ProjectFactory(credits=credits),
+        )
+        _, membership.token = create_token(membership.user, "tests")
+        return membership
+
+    return make
+
+
+# --- real processes -------------------------------------------------------------------------
+
+
+def _database_url() -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db.get("USER") or ""
+    if db.get("PASSWORD"):
+        auth += f":{db['PASSWORD']}"
+    at = f"{auth}@" if auth else ""
+    return f"postgres://{at}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = os.environ.copy()
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DATABASE_URL=_database_url(),
+        PYTHONPATH=str(ROOT),
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(extra)
+    return env
+
+
+def purge_broker() -> None:
+    """Forget messages left by an earlier run (they name jobs that no longer exist)."""
+    from portal.celery import app
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        for folder in ("queue", "processed"):
+            path = settings.BROKER_DIR / folder
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True, exist_ok=True)
+        return
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for name in ["default", *(f"device.{d}" for d in ("EMU_FREE", "EMU_SV", "EMU_MPS", "FRESNEL"))]:
+            try:
+                channel.queue_purge(name)
+            except Exception:  # noqa: BLE001 - a queue that was never declared has nothing to purge
+                pass
+
+
+class WorkerProcess:
+    """`celery worker` (+ embedded beat) on every device queue, as a child process."""
+
+    def __init__(self, log_path: Path, *, concurrency: int = 2, beat: bool = True, **env: str) -> None:
+        from portal.management.commands.runall import worker_command
+
+        queues = ["default", "device.EMU_FREE", "device.EMU_SV", "device.EMU_MPS", "device.FRESNEL"]
+        command = worker_command(queues, concurrency=concurrency, name=f"test-{os.getpid()}-{time.time_ns()}")
+        command[command.index("warning")] = "info"
+        if beat:
+            command += ["-B", "-s", str(log_path.with_suffix(".beat"))]
+        self.log_path = log_path
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, env=worker_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
+            if " ready." in self.log_path.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One real worker for the whole session; tests that kill workers start their own."""
+    purge_broker()
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log")
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker(celery_worker: WorkerProcess, transactional_db: None) -> WorkerProcess:
+    if celery_worker.proc.poll() is not None:
+        pytest.fail(f"the worker died:\n{celery_worker.log_path.read_text()[-3000:]}")
+    return celery_worker
+
+
+@pytest.fixture
+def sdk_for(live_server: Any) -> Callable[[Any], Any]:
+    """The real pasqal-cloud SDK pointed at the live server, for a membership with a token."""
+    from pasqal_cloud.authentication import TokenProvider
+    from pasqal_cloud.endpoints import Endpoints
+    from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
+
+    class StaticToken(TokenProvider):
+        def __init__(self, token: str) -> None:
+            self._token = token
+
+        def get_token(self) -> str:
+            return self._token
+
+    def make(membership: Any, *, token: str | None = None) -> Any:
+        return PasqalCloudClient(
+            project_id=str(membership.project_id),
+            token_provider=StaticToken(token or membership.token),
+            endpoints=Endpoints(core=f"{live_server.url}/core", account=f"{live_server.url}/account"),
+        )
+
+    return make
+
+
+@pytest.fixture
+def sdk(sdk_for: Callable[[Any], Any], member: Any, devices: dict[str, Device]) -> Any:
+    return sdk_for(member)
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, interval: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+
+
+__all__ = ["WorkerProcess", "is_postgres", "purge_broker", "sys", "wait_until", "worker_env"]
