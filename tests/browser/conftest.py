@@ -1,0 +1,59 @@
+"""Playwright against pytest-django's live server, with Debian's Chromium."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# pytest-playwright keeps an asyncio loop running in the test thread; the live server and
+# the ORM calls of these sync tests are not async code, so Django's guard must stand down.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+PASSWORD = "correct-horse-battery"  # tests/factories.py UserFactory
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **browser_type_launch_args,
+        "executable_path": "/usr/bin/chromium",
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    return {**browser_context_args, "viewport": {"width": 1280, "height": 860}, "accept_downloads": True}
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Save a full-page screenshot for reviewers (tests/browser/screenshots/, git-ignored)."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def login(page: Any, live_server: Any) -> Callable[..., Any]:
+    """Log a user in through the login page, as a person would."""
+
+    def do(user: Any, password: str = PASSWORD) -> Any:
+        page.goto(f"{live_server.url}/login/")
+        page.get_by_label("Username").fill(user.username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{live_server.url}/batches/")
+        return page
+
+    return do
