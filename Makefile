@@ -22,8 +22,8 @@ migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput -v0
 
 run: migrate
-	$(PY) manage.py demo --url http://$(HOST):$(PORT)
-	$(PY) manage.py runall --bind $(HOST):$(PORT)
+	$(PY) manage.py demo --url http://$(HOST):$(PORT) > var/demo.txt
+	$(PY) manage.py runall --bind $(HOST):$(PORT) --announce var/demo.txt
 
 test: $(STAMP)
 	$(PY) -m pytest tests --ignore=tests/reliability $(PYTEST_ARGS)

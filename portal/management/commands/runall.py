@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -40,12 +42,21 @@ def worker_command(queues: list[str], *, concurrency: int, name: str = "worker")
     ]
 
 
+def _answers(bind: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{bind}/login/", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 class Command(BaseCommand):
     help = "Start the web server, a Celery worker and Celery beat; Ctrl-C stops them all."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default="127.0.0.1:8000")
         parser.add_argument("--concurrency", type=int, default=2)
+        parser.add_argument("--announce", help="a file to print once the web server answers (make run's demo summary)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = ["default", *(d.queue for d in Device.objects.all())]
@@ -68,8 +79,12 @@ class Command(BaseCommand):
             "worker": worker_command(queues, concurrency=options["concurrency"]),
             "beat": [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "warning", "-s", beat_schedule],
         }
+        # Quiet the worker and beat banners: the demo summary is what a new user needs to see.
+        for name in ("worker", "beat"):
+            commands[name].insert(commands[name].index("-A"), "--quiet")
         procs = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands.items()}
         stopping = False
+        announced = not options["announce"]
 
         def stop(*_: object) -> None:
             nonlocal stopping
@@ -83,6 +98,9 @@ class Command(BaseCommand):
                     if proc.poll() is not None:
                         self.stderr.write(f"{name} exited with {proc.returncode}; stopping everything.")
                         stopping = True
+                if not announced and _answers(options["bind"]):
+                    self.stdout.write(Path(options["announce"]).read_text())
+                    announced = True
                 time.sleep(0.5)
         finally:
             for proc in procs.values():
