@@ -60,7 +60,7 @@ class Command(BaseCommand):
             _, token = create_token(user, "demo")
         url = options["url"]
         self.stdout.write(
-            f"\nTweezer is starting at {url}\n"
+            f"\nTweezer is running at {url}\n"
             f"  login:    {options['username']} / {options['password']}\n"
             f"  project:  {project.pk}\n"
             f"  token:    {token}\n\n"
