@@ -73,8 +73,6 @@ class Command(BaseCommand):
                 "2",
                 "--threads",
                 "4",
-                "--access-logfile",
-                "-",
             ],
             "worker": worker_command(queues, concurrency=options["concurrency"]),
             "beat": [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "warning", "-s", beat_schedule],
