@@ -7,5 +7,12 @@ from batches import views
 app_name = "batches"
 urlpatterns = [
     path("", views.batch_list, name="list"),
+    path("new/", views.new_batch, name="new"),
     path("<uuid:batch_id>/", views.batch_detail, name="detail"),
+    path("<uuid:batch_id>/cancel/", views.cancel_batch, name="cancel"),
+    path("<uuid:batch_id>/close/", views.close_batch, name="close"),
+    path("<uuid:batch_id>/cancel-jobs/", views.cancel_jobs, name="cancel_jobs"),
+    path("<uuid:batch_id>/rebatch/", views.rebatch, name="rebatch"),
+    path("<uuid:batch_id>/results.zip", views.download_results, name="download"),
+    path("<uuid:batch_id>/jobs/<uuid:job_id>/retry/", views.retry_job, name="retry"),
 ]

@@ -1,35 +1,287 @@
-"""Batch pages: thin views over the batch services."""
+"""Batch pages: thin views over the batch services (the same functions the API calls)."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Avg, Count, F, Q
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
+from backends.models import Device
 from batches import services
+from batches.models import Batch, BatchStatus
+from jobs.downloads import results_zip_response
+from jobs.filters import filter_jobs
+from jobs.models import Job, JobStatus
 from portal.access import current_project_for
-from portal.errors import NotFound
+from portal.errors import NotFound, TweezerError
+from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
+
+JOBS_PER_PAGE = 50
+POLL_FIRST, POLL_MAX = 2, 20
+
+
+def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
+    try:
+        return services.get_batch_for(request.user, batch_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @login_required
 def batch_list(request: HttpRequest) -> HttpResponse:
     project, _ = current_project_for(request)
-    batches = services.batches_for(request.user).filter(project=project).select_related("device")
-    page = Paginator(batches.order_by("-created_at"), 25).get_page(request.GET.get("page"))
-    return render(request, "batches/list.html", {"page": page})
+    form = BatchFilterForm(request.GET or None)
+    batches = services.batches_for(request.user).filter(project=project).select_related("device", "user")
+    batches = form.apply(batches) if request.GET else batches.order_by("-created_at", "-pk")
+    page = Paginator(batches, 25).get_page(request.GET.get("page"))
+    rows = _with_counts(list(page.object_list))
+    return render(request, "batches/list.html", {"page": page, "rows": rows, "form": form})
+
+
+def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:
+    """Job counts per status for one page of batches, in one grouped query."""
+    counts: dict[Any, dict[str, int]] = {b.pk: {} for b in batches}
+    rows = Job.objects.filter(batch_id__in=counts).values("batch_id", "status").annotate(n=Count("pk")).order_by()
+    for row in rows:
+        counts[row["batch_id"]][row["status"]] = row["n"]
+    return [{"batch": b, "counts": counts[b.pk], **_progress(counts[b.pk], b.jobs_count)} for b in batches]
+
+
+def _progress(counts: dict[str, int], total: int) -> dict[str, Any]:
+    finished = sum(counts.get(s, 0) for s in (JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELED))
+    percent = round(100 * finished / total) if total else 0
+    return {"finished": finished, "percent": percent, "percent_step": 5 * round(percent / 5)}
+
+
+def queue_position(batch: Batch) -> dict[str, Any] | None:
+    """Where a PENDING batch waits in its device's queue, and a rough ETA from recent batches."""
+    if batch.status != BatchStatus.PENDING:
+        return None
+    ahead = Batch.objects.filter(device_id=batch.device_id, status=BatchStatus.PENDING).filter(
+        Q(priority__gt=batch.priority) | Q(priority=batch.priority, created_at__lt=batch.created_at)
+    )
+    position = ahead.count() + 1
+    recent = Batch.objects.filter(
+        device_id=batch.device_id, status=BatchStatus.DONE, start_datetime__isnull=False, end_datetime__isnull=False
+    ).order_by("-end_datetime")[:20]
+    average = Batch.objects.filter(pk__in=recent.values("pk")).aggregate(d=Avg(F("end_datetime") - F("start_datetime")))
+    duration = average["d"]
+    device = batch.device
+    eta = None
+    if device.status == Device.Status.UP and isinstance(duration, timedelta):
+        rounds = math.ceil(position / max(device.slots, 1))
+        eta = duration * rounds
+    return {"position": position, "eta": eta, "device_status": device.status}
+
+
+def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
+    """Poll every 2 s; back off (×2, up to 20 s) while nothing changes, reset on change."""
+    try:
+        previous = int(request.GET.get("poll", POLL_FIRST))
+    except ValueError:
+        previous = POLL_FIRST
+    if request.GET.get("fp") == fingerprint:
+        return min(max(previous, POLL_FIRST) * 2, POLL_MAX)
+    return POLL_FIRST
 
 
 @login_required
 def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
-    try:
-        batch = services.get_batch_for(request.user, batch_id)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
-    jobs = Paginator(batch.jobs.order_by("order"), 50).get_page(request.GET.get("page"))
-    context = {"batch": batch, "jobs": jobs, "counts": services.jobs_count_per_status(batch)}
+    batch = _batch(request, batch_id)
+    form = JobFilterForm(request.GET or None)
+    jobs = filter_jobs(batch.jobs.all(), form.as_filter()).order_by("order")
+    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    counts = services.jobs_count_per_status(batch)
+    fingerprint = hashlib.sha1(
+        repr((batch.status, batch.open, sorted(counts.items()))).encode(), usedforsecurity=False
+    ).hexdigest()[:12]
+    poll = _poll_interval(request, fingerprint)
+    live_query = request.GET.copy()
+    live_query.update({"poll": str(poll), "fp": fingerprint})
+    for key in ("poll", "fp"):
+        live_query.setlist(key, live_query.getlist(key)[-1:])
+    context = {
+        "batch": batch,
+        "jobs": page,
+        "counts": counts,
+        "form": form,
+        "queue": queue_position(batch),
+        "poll": poll,
+        "live_url": f"{request.path}?{live_query.urlencode()}",
+        "filter_query": _without(request.GET, "page", "poll", "fp"),
+        "can_retry": batch.open and batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING),
+        "spent": services.spent_on(batch),
+        **_progress(counts, batch.jobs_count),
+    }
     if request.htmx:
         return render(request, "batches/partials/_live.html", context)
     return render(request, "batches/detail.html", context)
+
+
+def _without(query: Any, *keys: str) -> str:
+    copy = query.copy()
+    for key in keys:
+        copy.pop(key, None)
+    return str(copy.urlencode())
+
+
+def _back(batch: Batch) -> HttpResponse:
+    return redirect("batches:detail", batch.pk)
+
+
+def _report_cancel(request: HttpRequest, report: services.CancelReport, skipped: int = 0, prefix: str = "") -> None:
+    text = f"{prefix}{_plural(len(report.canceled), 'job')} canceled, {_plural(report.refunded, 'credit')} refunded."
+    if skipped:
+        text += f" {_plural(skipped, 'job')} skipped: only PENDING jobs can be canceled."
+    messages.success(request, text)
+
+
+@login_required
+@require_POST
+def cancel_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    batch = _batch(request, batch_id)
+    try:
+        report = services.cancel_batch(batch, by=request.user)
+    except TweezerError as exc:
+        messages.error(request, exc.message)
+    else:
+        _report_cancel(request, report, prefix="Batch canceled: ")
+    return _back(batch)
+
+
+@login_required
+@require_POST
+def close_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    batch = _batch(request, batch_id)
+    was_open = batch.open
+    batch = services.close_batch(batch, by=request.user)
+    if was_open:
+        messages.success(request, f"Batch closed: no more jobs can be added. It is {batch.status}.")
+    else:
+        messages.info(request, "The batch was already closed.")
+    return _back(batch)
+
+
+def _selected(request: HttpRequest, batch: Batch) -> Any:
+    ids = []
+    for raw in request.POST.getlist("job"):
+        try:
+            ids.append(UUID(raw))
+        except ValueError:
+            continue
+    return batch.jobs.filter(pk__in=ids)
+
+
+@login_required
+@require_POST
+def cancel_jobs(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    batch = _batch(request, batch_id)
+    selected = _selected(request, batch)
+    if not selected.exists():
+        messages.error(request, "Select at least one job to cancel.")
+        return _back(batch)
+    report, errors = services.cancel_jobs(batch, selected, by=request.user)
+    _report_cancel(request, report, skipped=len(errors))
+    return _back(batch)
+
+
+@login_required
+@require_POST
+def retry_job(request: HttpRequest, batch_id: UUID, job_id: UUID) -> HttpResponse:
+    batch = _batch(request, batch_id)
+    job = batch.jobs.select_related("batch__device").filter(pk=job_id).first()
+    if job is None:
+        raise Http404(f"Job {job_id} not found.")
+    try:
+        updated = services.retry_job(job, by=request.user)
+    except TweezerError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request, f"Job #{job.order} retried as job #{updated.jobs_count - 1}, charged {job.price} credits."
+        )
+    return _back(batch)
+
+
+@login_required
+@require_POST
+def rebatch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    batch = _batch(request, batch_id)
+    form = JobFilterForm(request.POST)
+    jobs = filter_jobs(batch.jobs.all(), form.as_filter()).order_by("order")
+    try:
+        new = services.rebatch(batch, jobs, by=request.user)
+    except TweezerError as exc:
+        messages.error(request, exc.message)
+        return _back(batch)
+    charged = services.spent_on(new)
+    messages.success(
+        request,
+        f"Rebatched {_plural(new.jobs_count, 'job')} of batch {str(batch.pk)[:8]} "
+        f"into this new batch, charged {_plural(charged, 'credit')}.",
+    )
+    return redirect("batches:detail", new.pk)
+
+
+@login_required
+def download_results(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    """GET: every job's results (DONE batches only, as the seed says); POST: the selected jobs."""
+    batch = _batch(request, batch_id)
+    short = str(batch.pk)[:8]
+    if request.method == "POST":
+        selected = _selected(request, batch)
+        if not selected.exists():
+            messages.error(request, "Select at least one job to download.")
+            return _back(batch)
+        return results_zip_response(selected, batch_id=batch.pk, filename=f"batch-{short}-selected.zip")
+    if batch.status != BatchStatus.DONE:
+        messages.error(request, f"All results can be downloaded once the batch is DONE; it is {batch.status}.")
+        return _back(batch)
+    return results_zip_response(batch.jobs.all(), batch_id=batch.pk, filename=f"batch-{short}-results.zip")
+
+
+@login_required
+def new_batch(request: HttpRequest) -> HttpResponse:
+    project, _ = current_project_for(request)
+    if project is None:
+        raise Http404("You are not a member of any project.")
+    form = NewBatchForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            sequence, jobs = form.read()
+            batch = services.create_batch(
+                project,
+                request.user,
+                sequence_builder=sequence,
+                jobs=jobs,
+                device_type=form.cleaned_data["device_type"].name,
+                open=form.cleaned_data["open"],
+                tags=form.tag_list(),
+            )
+        except TweezerError as exc:
+            form.add_error(None, exc.message)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(
+                request,
+                f"Batch created with {_plural(batch.jobs_count, 'job')}, "
+                f"charged {_plural(services.spent_on(batch), 'credit')}.",
+            )
+            return redirect("batches:detail", batch.pk)
+    return render(request, "batches/new.html", {"form": form, "project": project})

@@ -1,0 +1,165 @@
+"""Portal forms: parse query strings and uploads into what the services take."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, time
+from types import SimpleNamespace
+from typing import Any
+
+from django import forms
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+
+from backends.models import Device
+from batches.models import BatchStatus
+from jobs.models import JobStatus
+from portal.models import CreditTransaction
+
+
+def _day_start(day: Any) -> datetime | None:
+    return timezone.make_aware(datetime.combine(day, time.min)) if day else None
+
+
+def _day_end(day: Any) -> datetime | None:
+    return timezone.make_aware(datetime.combine(day, time.max)) if day else None
+
+
+def _has_tag(tag: str) -> Q:
+    if connection.vendor == "postgresql":
+        return Q(tags__contains=[tag])
+    # SQLite has no JSON containment: match the tag as a quoted JSON string in the list.
+    return Q(tags__icontains=json.dumps(tag))
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+
+class BatchFilterForm(forms.Form):
+    SORTS = {
+        "-created": "-created_at",
+        "created": "created_at",
+        "status": "status",
+        "device": "device__name",
+        "-jobs": "-jobs_count",
+    }
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *BatchStatus.choices])
+    device = forms.ModelChoiceField(
+        required=False, queryset=Device.objects.all(), to_field_name="name", empty_label="Any device"
+    )
+    open = forms.ChoiceField(required=False, choices=[("", "Open or closed"), ("1", "Open"), ("0", "Closed")])
+    tag = forms.CharField(required=False, max_length=100)
+    user = forms.CharField(required=False, max_length=150, label="Submitted by")
+    start = forms.DateField(required=False, widget=DateInput, label="From")
+    end = forms.DateField(required=False, widget=DateInput, label="To")
+    sort = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("-created", "Newest first"),
+            ("created", "Oldest first"),
+            ("status", "Status"),
+            ("device", "Device"),
+            ("-jobs", "Most jobs"),
+        ],
+    )
+
+    def apply(self, qs: Any) -> Any:
+        data = self.cleaned_data if self.is_valid() else {}
+        if data.get("status"):
+            qs = qs.filter(status=data["status"])
+        if data.get("device"):
+            qs = qs.filter(device=data["device"])
+        if data.get("open"):
+            qs = qs.filter(open=data["open"] == "1")
+        if data.get("tag"):
+            qs = qs.filter(_has_tag(data["tag"]))
+        if data.get("user"):
+            qs = qs.filter(user__username=data["user"])
+        if data.get("start"):
+            qs = qs.filter(created_at__gte=_day_start(data["start"]))
+        if data.get("end"):
+            qs = qs.filter(created_at__lte=_day_end(data["end"]))
+        order = self.SORTS.get(data.get("sort") or "-created", "-created_at")
+        return qs.order_by(order, "-pk")
+
+
+class JobFilterForm(forms.Form):
+    """The SDK's job filters (status, runs, errors, dates), from a query string."""
+
+    status = forms.MultipleChoiceField(required=False, choices=JobStatus.choices, widget=forms.CheckboxSelectMultiple)
+    min_runs = forms.IntegerField(required=False, min_value=0, label="Min runs")
+    max_runs = forms.IntegerField(required=False, min_value=0, label="Max runs")
+    errors = forms.ChoiceField(
+        required=False, choices=[("", "With or without errors"), ("1", "With errors"), ("0", "Without errors")]
+    )
+    start = forms.DateField(required=False, widget=DateInput, label="Created from")
+    end = forms.DateField(required=False, widget=DateInput, label="Created to")
+
+    def as_filter(self) -> SimpleNamespace:
+        data = self.cleaned_data if self.is_valid() else {}
+        errors = data.get("errors")
+        return SimpleNamespace(
+            id=None,
+            status=data.get("status") or None,
+            min_runs=data.get("min_runs"),
+            max_runs=data.get("max_runs"),
+            errors=None if not errors else errors == "1",
+            start_date=_day_start(data.get("start")),
+            end_date=_day_end(data.get("end")),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.is_valid() and any(v not in (None, "", []) for v in self.cleaned_data.values())
+
+
+class NewBatchForm(forms.Form):
+    sequence = forms.FileField(label="Sequence (Pulser abstract representation, JSON)")
+    jobs = forms.FileField(
+        required=False, label="Jobs (JSON list of {runs, variables})", help_text="Or fill the table below."
+    )
+    jobs_text = forms.CharField(
+        required=False,
+        label="Jobs as text",
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": '[{"runs": 100, "variables": {"omega_max": 9.5}}]'}),
+    )
+    device_type = forms.ModelChoiceField(queryset=Device.objects.all(), to_field_name="name", label="Device")
+    open = forms.BooleanField(required=False, label="Keep the batch open to add jobs later")
+    tags = forms.CharField(required=False, max_length=500, help_text="Comma-separated.")
+
+    def read(self) -> tuple[str, Any]:
+        """The sequence text and the raw jobs list; JSON errors become form errors."""
+        sequence = self.cleaned_data["sequence"].read().decode("utf-8", errors="replace")
+        upload = self.cleaned_data.get("jobs")
+        raw = upload.read().decode("utf-8", errors="replace") if upload else self.cleaned_data.get("jobs_text") or ""
+        if not raw.strip():
+            raise forms.ValidationError("Give the jobs: upload a JSON file or type them as JSON.")
+        try:
+            jobs = json.loads(raw)
+        except ValueError as exc:
+            raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
+        return sequence, jobs
+
+    def tag_list(self) -> list[str]:
+        return [t.strip() for t in (self.cleaned_data.get("tags") or "").split(",") if t.strip()]
+
+
+class LedgerFilterForm(forms.Form):
+    kind = forms.ChoiceField(required=False, choices=[("", "Any kind"), *CreditTransaction.Kind.choices])
+    user = forms.CharField(required=False, max_length=150)
+    start = forms.DateField(required=False, widget=DateInput, label="From")
+    end = forms.DateField(required=False, widget=DateInput, label="To")
+
+    def apply(self, qs: Any) -> Any:
+        data = self.cleaned_data if self.is_valid() else {}
+        if data.get("kind"):
+            qs = qs.filter(kind=data["kind"])
+        if data.get("user"):
+            qs = qs.filter(user__username=data["user"])
+        if data.get("start"):
+            qs = qs.filter(created_at__gte=_day_start(data["start"]))
+        if data.get("end"):
+            qs = qs.filter(created_at__lte=_day_end(data["end"]))
+        return qs

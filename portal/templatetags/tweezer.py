@@ -1,0 +1,37 @@
+"""Small display filters of the portal."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def compact_json(value: Any, limit: int = 120) -> str:
+    """Variables on one line, cut at `limit` characters (the job page shows them whole)."""
+    if value is None:
+        return "—"
+    text = json.dumps(value, separators=(", ", ": "), sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True) if value is not None else "{}"
+
+
+@register.filter
+def duration_short(value: timedelta | None) -> str:
+    if value is None:
+        return "—"
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 1)} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {round(seconds % 3600 / 60)} min"

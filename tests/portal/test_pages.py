@@ -1,0 +1,209 @@
+"""Portal pages through Django's test client: membership (404), CSRF, query counts, actions."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from batches import services
+from batches.models import Batch
+from jobs.models import Job, JobStatus
+from jobs.results import store_result
+from portal.models import CreditTransaction
+from tests.sequences import job, seed_mappable_sequence
+
+pytestmark = pytest.mark.django_db
+
+
+def _batch(member, n_jobs: int = 3, **kwargs) -> Batch:
+    jobs = [job(omega=1.0 + i / 10, runs=10 + i, qubits={"q0": 1, "q1": 5, "q2": 7}) for i in range(n_jobs)]
+    return services.create_batch(
+        member.project,
+        member.user,
+        sequence_builder=seed_mappable_sequence(),
+        jobs=jobs,
+        device_type="EMU_FREE",
+        **kwargs,
+    )
+
+
+def _finish(job_row: Job, counter: dict[str, int]) -> None:
+    path = store_result(job_row, {"counter": counter})
+    Job.objects.filter(pk=job_row.pk).update(status=JobStatus.DONE, result_path=path)
+
+
+@pytest.fixture
+def client_for():
+    def make(member) -> Client:
+        client = Client()
+        client.force_login(member.user)
+        return client
+
+    return make
+
+
+def test_every_page_renders_for_a_member(member, devices, client_for):
+    batch = _batch(member)
+    first = batch.jobs.order_by("order").first()
+    _finish(first, {"000": 6, "101": 4})
+    client = client_for(member)
+    for url in [
+        reverse("batches:list"),
+        reverse("batches:new"),
+        reverse("batches:detail", args=[batch.pk]),
+        reverse("jobs:detail", args=[first.pk]),
+        reverse("devices"),
+        reverse("credits"),
+        reverse("tokens"),
+        reverse("password_change"),
+    ]:
+        response = client.get(url)
+        assert response.status_code == 200, url
+    page = client.get(reverse("jobs:detail", args=[first.pk])).content.decode()
+    assert 'id="register"' in page and page.count('class="trap used"') == 3
+    assert 'id="histogram-data"' in page
+
+
+@pytest.mark.parametrize("n_jobs", [3, 120])
+def test_batch_pages_stay_under_50_queries_whatever_the_number_of_jobs(
+    member, devices, client_for, django_assert_max_num_queries, n_jobs
+):
+    batch = _batch(member, n_jobs=n_jobs)
+    for _ in range(3):
+        _batch(member, n_jobs=2)
+    some_job = batch.jobs.first()
+    client = client_for(member)
+    for url in [
+        reverse("batches:list"),
+        reverse("batches:detail", args=[batch.pk]),
+        reverse("jobs:detail", args=[some_job.pk]),
+        reverse("devices"),
+        reverse("credits"),
+        reverse("tokens"),
+    ]:
+        with django_assert_max_num_queries(50):
+            assert client.get(url).status_code == 200
+    with django_assert_max_num_queries(50):
+        assert client.get(reverse("batches:detail", args=[batch.pk]), HTTP_HX_REQUEST="true").status_code == 200
+
+
+def test_another_projects_batch_and_job_are_404_and_its_actions_do_nothing(member, make_member, devices, client_for):
+    batch = _batch(member)
+    some_job = batch.jobs.first()
+    stranger = client_for(make_member())
+    for url in [
+        reverse("batches:detail", args=[batch.pk]),
+        reverse("jobs:detail", args=[some_job.pk]),
+        reverse("jobs:download", args=[some_job.pk]),
+        reverse("batches:download", args=[batch.pk]),
+    ]:
+        assert stranger.get(url).status_code == 404, url
+    for url in [
+        reverse("batches:cancel", args=[batch.pk]),
+        reverse("batches:close", args=[batch.pk]),
+        reverse("batches:cancel_jobs", args=[batch.pk]),
+        reverse("batches:rebatch", args=[batch.pk]),
+        reverse("batches:retry", args=[batch.pk, some_job.pk]),
+    ]:
+        assert stranger.post(url, {"job": [str(some_job.pk)]}).status_code == 404, url
+    assert Batch.objects.get(pk=batch.pk).status == "PENDING"
+    assert not CreditTransaction.objects.filter(kind="REFUND").exists()
+
+
+def test_posts_without_the_csrf_token_are_refused(member, devices):
+    batch = _batch(member)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(member.user)
+    response = client.post(reverse("batches:cancel", args=[batch.pk]))
+    assert response.status_code == 403
+    assert Batch.objects.get(pk=batch.pk).status == "PENDING"
+
+
+def test_cancel_selected_jobs_reports_the_refund(member, devices, client_for):
+    batch = _batch(member, n_jobs=3)
+    jobs = list(batch.jobs.order_by("order"))
+    client = client_for(member)
+    response = client.post(
+        reverse("batches:cancel_jobs", args=[batch.pk]), {"job": [str(jobs[0].pk), str(jobs[2].pk)]}, follow=True
+    )
+    refunded = jobs[0].price + jobs[2].price
+    assert f"2 jobs canceled, {refunded} credits refunded." in response.content.decode()
+    assert list(batch.jobs.order_by("order").values_list("status", flat=True)) == ["CANCELED", "PENDING", "CANCELED"]
+
+
+def test_all_results_zip_needs_a_done_batch_and_holds_every_result_and_a_manifest(member, devices, client_for):
+    batch = _batch(member, n_jobs=2)
+    client = client_for(member)
+    refused = client.get(reverse("batches:download", args=[batch.pk]), follow=True)
+    assert "once the batch is DONE" in refused.content.decode()
+    jobs = list(batch.jobs.order_by("order"))
+    _finish(jobs[0], {"000": 10})
+    _finish(jobs[1], {"111": 11})
+    Batch.objects.filter(pk=batch.pk).update(status="DONE")
+    response = client.get(reverse("batches:download", args=[batch.pk]))
+    assert response.streaming
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert [row["id"] for row in manifest["jobs"]] == [str(j.pk) for j in jobs]
+    assert json.loads(archive.read(manifest["jobs"][1]["file"])) == {"counter": {"111": 11}}
+
+
+def test_new_batch_form_shows_the_apis_validation_message_and_creates_nothing(member, devices, client_for):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = client_for(member)
+    response = client.post(
+        reverse("batches:new"),
+        {
+            "sequence": SimpleUploadedFile("seq.json", b'{"not": "a sequence"'),
+            "jobs_text": '[{"runs": 10}]',
+            "device_type": "EMU_FREE",
+        },
+    )
+    assert response.status_code == 200
+    assert "not valid JSON" in response.content.decode()
+    assert not Batch.objects.exists()
+    ok = client.post(
+        reverse("batches:new"),
+        {
+            "sequence": SimpleUploadedFile("seq.json", seed_mappable_sequence().encode()),
+            "jobs": SimpleUploadedFile("jobs.json", json.dumps([job(runs=12, qubits={"q0": 3})]).encode()),
+            "device_type": "EMU_FREE",
+            "tags": "scan, test",
+        },
+        follow=True,
+    )
+    batch = Batch.objects.get()
+    assert batch.tags == ["scan", "test"] and batch.jobs_count == 1
+    assert "Batch created with 1 job" in ok.content.decode()
+
+
+def test_a_member_sees_own_usage_but_not_the_ledger_nor_its_csv(member, make_member, devices, client_for):
+    plain = make_member(role="MEMBER", project=member.project)
+    client = client_for(plain)
+    page = client.get(reverse("credits")).content.decode()
+    assert 'id="ledger"' not in page and 'id="balance"' not in page
+    assert client.get(reverse("credits_csv")).status_code == 404
+    admin_page = client_for(member).get(reverse("credits")).content.decode()
+    assert 'id="ledger"' in admin_page
+    csv_response = client_for(member).get(reverse("credits_csv"))
+    assert b"GRANT" in b"".join(csv_response.streaming_content)
+
+
+def test_token_is_shown_once_then_only_its_prefix_and_can_be_revoked(member, client_for):
+    client = client_for(member)
+    page = client.post(reverse("tokens"), {"name": "laptop"}).content.decode()
+    token = member.user.api_tokens.get(name="laptop")
+    start = page.index('id="token-value">') + len('id="token-value">')
+    plain = page[start : page.index("<", start)]
+    assert plain.startswith(token.prefix) and len(plain) > 30
+    again = client.get(reverse("tokens")).content.decode()
+    assert plain not in again and token.prefix in again
+    client.post(reverse("token_revoke", args=[token.pk]))
+    token.refresh_from_db()
+    assert token.revoked_at is not None
