@@ -17,7 +17,7 @@ from batches import services
 from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
 from jobs.api import CancelJobsOut, JobOut, cancel_jobs_json, job_json
-from jobs.filters import Page, filter_jobs
+from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import Job, JobStatus
 from portal.access import project_for
 from portal.api import ERRORS, envelope, ok
@@ -95,8 +95,8 @@ class BatchFilter(Page):
     open: bool | None = None
     queue_priority: list[Literal["LOW", "MEDIUM", "HIGH"]] | None = None
     tag: str | None = None
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: FilterDate | None = None
+    end_date: FilterDate | None = None
 
 
 class RebatchFilter(Schema):
@@ -104,16 +104,16 @@ class RebatchFilter(Schema):
     status: list[JobStatus] | None = None
     min_runs: int | None = Field(None, ge=0)
     max_runs: int | None = Field(None, ge=0)
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: FilterDate | None = None
+    end_date: FilterDate | None = None
 
 
 class CancelJobFilter(Schema):
     id: list[UUID] | None = None
     min_runs: int | None = Field(None, ge=0)
     max_runs: int | None = Field(None, ge=0)
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: FilterDate | None = None
+    end_date: FilterDate | None = None
 
 
 def _iso(value: datetime | None) -> str | None:

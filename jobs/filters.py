@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.db.models import Q, QuerySet
 from ninja import Schema
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from jobs.models import Job, JobStatus
+
+
+def _utc_if_naive(value: datetime) -> datetime:
+    """The SDK sends `datetime.isoformat()`: naive dates carry no offset; read them as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# A filter date: ISO 8601 with or without an offset (naive = UTC).
+FilterDate = Annotated[datetime, AfterValidator(_utc_if_naive)]
 
 
 class Page(Schema):
@@ -27,8 +36,8 @@ class JobFilter(Page):
     min_runs: int | None = Field(None, ge=0)
     max_runs: int | None = Field(None, ge=0)
     errors: bool | None = None
-    start_date: datetime | None = None
-    end_date: datetime | None = None
+    start_date: FilterDate | None = None
+    end_date: FilterDate | None = None
     order_by: Literal["creation_order", "created_at"] | None = None
     order_by_direction: Literal["ASC", "DESC"] | None = None
 
