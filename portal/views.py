@@ -154,14 +154,20 @@ def credits_csv(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def tokens(request: HttpRequest) -> HttpResponse:
-    created = None
+    """POST creates a token, then redirects: the plain token is shown on the next page only."""
     if request.method == "POST":
         name = (request.POST.get("name") or "").strip()
         if not name:
             messages.error(request, "Give the token a name, e.g. the machine or notebook that uses it.")
         else:
             token, plain = create_token(request.user, name)
-            created = {"token": token, "plain": plain}
+            request.session["new_token"] = {"id": str(token.pk), "plain": plain}
+        return redirect("tokens")
+    created = None
+    fresh = request.session.pop("new_token", None)
+    if fresh:
+        token = ApiToken.objects.filter(pk=fresh["id"], user=request.user).first()
+        created = {"token": token, "plain": fresh["plain"]} if token else None
     rows = ApiToken.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
     return render(request, "portal/tokens.html", {"tokens": rows, "created": created})
 

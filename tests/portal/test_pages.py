@@ -197,7 +197,7 @@ def test_a_member_sees_own_usage_but_not_the_ledger_nor_its_csv(member, make_mem
 
 def test_token_is_shown_once_then_only_its_prefix_and_can_be_revoked(member, client_for):
     client = client_for(member)
-    page = client.post(reverse("tokens"), {"name": "laptop"}).content.decode()
+    page = client.post(reverse("tokens"), {"name": "laptop"}, follow=True).content.decode()
     token = member.user.api_tokens.get(name="laptop")
     start = page.index('id="token-value">') + len('id="token-value">')
     plain = page[start : page.index("<", start)]
