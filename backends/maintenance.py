@@ -16,22 +16,41 @@ from portal import credits
 
 
 def reap_expired_leases() -> int:
-    """RUNNING jobs whose worker stopped renewing: back to PENDING, or ERROR + refund when out of attempts."""
+    """RUNNING jobs whose worker stopped renewing: back to PENDING, or ERROR + refund.
+
+    A job goes back to PENDING only while it has attempts left AND its batch still runs;
+    in a batch that ended meanwhile (canceled, device failed) nobody would run it again,
+    so it ends ERROR and is refunded. The fence (owner + still expired) makes a lease
+    renewed since our SELECT, or a job the worker ended meanwhile, a no-op.
+    """
     now = timezone.now()
     reaped = 0
     expired = Job.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
     for job in expired.select_related("batch"):
-        fence = {"pk": job.pk, "status": JobStatus.RUNNING, "lease_owner": job.lease_owner}
+        fence = {
+            "pk": job.pk,
+            "status": JobStatus.RUNNING,
+            "lease_owner": job.lease_owner,
+            "lease_expires_at__lt": now,
+        }
         with transaction.atomic():
-            if job.attempts < settings.JOB_MAX_ATTEMPTS:
+            # Lock the batch: a cancel_batch racing us must not leave a PENDING job in a CANCELED batch.
+            job.batch = Batch.objects.select_for_update().get(pk=job.batch_id)
+            if job.attempts < settings.JOB_MAX_ATTEMPTS and job.batch.status == BatchStatus.RUNNING:
                 won = Job.objects.filter(**fence).update(
                     status=JobStatus.PENDING, lease_owner="", lease_expires_at=None, dispatched_at=None
                 )
             else:
-                message = (
-                    f"The worker running this job stopped responding {job.attempts} times; "
-                    "the job was given up and its credits refunded."
-                )
+                if job.batch.status == BatchStatus.RUNNING:
+                    message = (
+                        f"The worker running this job stopped responding {job.attempts} times; "
+                        "the job was given up and its credits refunded."
+                    )
+                else:
+                    message = (
+                        f"The worker running this job stopped responding after its batch ended "
+                        f"{job.batch.status}; the job was given up and its credits refunded."
+                    )
                 won = Job.objects.filter(**fence).update(
                     status=JobStatus.ERROR, end_timestamp=now, errors=[message], lease_expires_at=None
                 )

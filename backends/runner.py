@@ -14,13 +14,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from backends.adapters import BackendUnavailable, RunConfig, get_adapter
 from backends.sequences import build, check_variables, sequence_cache
 from batches import scheduler
-from batches.models import Batch
+from batches.models import Batch, BatchStatus
 from jobs.models import Job, JobStatus
 from jobs.results import store_result
 from portal import credits
@@ -32,12 +32,23 @@ log = logging.getLogger(__name__)
 def claim(job_id: str, owner: str) -> Job | None:
     """PENDING -> RUNNING with a fresh lease, or None if the job is not ours to run."""
     now = timezone.now()
-    won = Job.objects.filter(pk=job_id, status=JobStatus.PENDING).update(
-        status=JobStatus.RUNNING,
-        start_timestamp=now,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-        attempts=F("attempts") + 1,
+    # Rule 2 holds even for a stale or duplicated message: a job starts only in a RUNNING
+    # batch, when no job of that batch runs and no earlier job of it is still pending.
+    same_batch = Job.objects.filter(batch_id=OuterRef("batch_id"))
+    won = (
+        # Exists, not a join: a join would make Django UPDATE … WHERE id IN (subquery) and
+        # drop `status = PENDING` from the row PostgreSQL re-checks after a concurrent claim.
+        Job.objects.filter(pk=job_id, status=JobStatus.PENDING)
+        .filter(Exists(Batch.objects.filter(pk=OuterRef("batch_id"), status=BatchStatus.RUNNING)))
+        .exclude(Exists(same_batch.filter(status=JobStatus.RUNNING)))
+        .exclude(Exists(same_batch.filter(status=JobStatus.PENDING, order__lt=OuterRef("order"))))
+        .update(
+            status=JobStatus.RUNNING,
+            start_timestamp=now,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+        )
     )
     if won != 1:
         return None  # canceled, already running elsewhere, or gone
@@ -85,6 +96,9 @@ def end_job(job: Job, owner: str, status: str, *, errors: list[str] | None = Non
     """RUNNING -> DONE/ERROR if we still hold the lease; refunds platform failures once."""
     now = timezone.now()
     with transaction.atomic():
+        # Lock order everywhere: device, batch, job, project. Taking the batch first keeps
+        # us from deadlocking with a cancel or the lease reaper that hold it.
+        Batch.objects.select_for_update().filter(pk=job.batch_id).values_list("pk", flat=True).first()
         won = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=owner).update(
             status=status, end_timestamp=now, errors=errors, lease_expires_at=None
         )

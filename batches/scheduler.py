@@ -70,7 +70,7 @@ def _end_finished_batches(device: Device, now: timezone.datetime) -> None:
         if not batch.open:
             finish_batch(batch.pk, BatchStatus.DONE, now=now)
         elif batch.last_activity_at < timeout:
-            time_out_batch(batch.pk, now=now)
+            time_out_batch(batch.pk, now=now, idle_since=timeout)
 
 
 def finish_batch(batch_id: UUID, status: str, *, now: timezone.datetime | None = None) -> bool:
@@ -82,14 +82,23 @@ def finish_batch(batch_id: UUID, status: str, *, now: timezone.datetime | None =
     return bool(won)
 
 
-def time_out_batch(batch_id: UUID, *, now: timezone.datetime | None = None) -> bool:
-    """Rule 5: an open batch left idle ends TIMED_OUT; any job still pending is canceled and refunded."""
+def time_out_batch(
+    batch_id: UUID, *, now: timezone.datetime | None = None, idle_since: timezone.datetime | None = None
+) -> bool:
+    """Rule 5: an open batch left idle ends TIMED_OUT; any job still pending is canceled and refunded.
+
+    Must run inside a transaction. With `idle_since`, the batch times out only if nothing
+    happened to it since then: an `add_jobs` that commits between advance's count of active
+    jobs and this UPDATE bumps `last_activity_at`, so the UPDATE (re-checked on the locked
+    row by PostgreSQL) no longer matches and the new job is not canceled.
+    """
     from batches.services import cancel_pending_jobs
 
     now = now or timezone.now()
-    won = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, open=True).update(
-        status=BatchStatus.TIMED_OUT, end_datetime=now, open=False
-    )
+    idle = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, open=True)
+    if idle_since is not None:
+        idle = idle.filter(last_activity_at__lt=idle_since)
+    won = idle.update(status=BatchStatus.TIMED_OUT, end_datetime=now, open=False)
     if won:
         cancel_pending_jobs(Batch.objects.get(pk=batch_id), by=None, reason="The open batch timed out.")
         _notify(batch_id)
@@ -99,7 +108,8 @@ def time_out_batch(batch_id: UUID, *, now: timezone.datetime | None = None) -> b
 def _notify(batch_id: UUID) -> None:
     from batches.webhooks import send_webhook
 
-    transaction.on_commit(lambda: send_webhook.delay(str(batch_id)))
+    # robust: a broker that is down must not turn a committed transition into an error.
+    transaction.on_commit(lambda: send_webhook.delay(str(batch_id)), robust=True)
 
 
 def _busy_slots(device: Device) -> int:
@@ -119,18 +129,24 @@ def _fill_idle_slots(device: Device, now: timezone.datetime) -> None:
     """Rule 1: an idle slot takes the oldest PENDING batch, highest priority first."""
     if device.status != Device.Status.UP:
         return
-    free = device.slots - _busy_slots(device)
-    if free <= 0:
-        return
-    queue = Batch.objects.filter(device=device, status=BatchStatus.PENDING).order_by("-priority", "created_at")
-    for batch_id in queue.values_list("pk", flat=True)[:free]:
-        Batch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
-            status=BatchStatus.RUNNING, start_datetime=now, last_activity_at=now
-        )
-    # A closed batch with no job at all is DONE at once.
-    for batch in _running_batches(device):
-        if not batch.active_jobs and not batch.open:
-            finish_batch(batch.pk, BatchStatus.DONE, now=now)
+    queue = Batch.objects.filter(device=device, status=BatchStatus.PENDING).order_by("-priority", "created_at", "pk")
+    while True:
+        free = device.slots - _busy_slots(device)
+        if free <= 0:
+            return
+        started = 0
+        for batch_id in queue.values_list("pk", flat=True)[:free]:
+            started += Batch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
+                status=BatchStatus.RUNNING, start_datetime=now, last_activity_at=now
+            )
+        # A closed batch with no job left (e.g. all canceled while queued) is DONE at once,
+        # and its slot goes to the next batch in this same pass.
+        finished = 0
+        for batch in _running_batches(device):
+            if not batch.active_jobs and not batch.open:
+                finished += finish_batch(batch.pk, BatchStatus.DONE, now=now)
+        if not started or not finished:
+            return
 
 
 def _jobs_to_dispatch(device: Device, now: timezone.datetime) -> list[UUID]:

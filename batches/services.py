@@ -180,7 +180,7 @@ def create_batch(
         )
         created = Job.objects.bulk_create(_new_jobs(batch, specs, user, 0))
         credits.charge_jobs(batch, created, by=user)
-        transaction.on_commit(lambda: scheduler.advance(device.pk))
+        transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
     return batch
 
 
@@ -200,8 +200,9 @@ def clean_tags(tags: Any) -> list[str]:
 
 def add_jobs(batch: Batch, raw_jobs: Any, *, by: AbstractBaseUser) -> Batch:
     """Rule 6: jobs are added only to an open batch that is PENDING or RUNNING."""
+    batch.refresh_from_db(fields=["status", "open", "jobs_count"])
     specs = raw_jobs if parse_done(raw_jobs) else parse_job_specs(raw_jobs, first_index=batch.jobs_count)
-    _check_open(batch)
+    _check_open(batch)  # early, before the costly validation; checked again under the lock
     _validate_jobs(get_adapter(batch.device), batch.sequence_builder, specs, batch.jobs_count)
     with transaction.atomic():
         # Lock the batch: a concurrent close or a second add must see our jobs_count.
@@ -214,15 +215,16 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: AbstractBaseUser) -> Batch:
         )
         credits.charge_jobs(locked, created, by=by)
         device_id = locked.device_id
-        transaction.on_commit(lambda: scheduler.advance(device_id))
+        transaction.on_commit(lambda: scheduler.advance(device_id), robust=True)
     return Batch.objects.get(pk=batch.pk)
 
 
 def _check_open(batch: Batch) -> None:
-    if not batch.open:
-        raise Conflict(f"Batch {batch.id} is closed: jobs can no longer be added.")
+    # The status first: "is TIMED_OUT" tells the user more than "is closed".
     if batch.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
         raise Conflict(f"Batch {batch.id} is {batch.status}: jobs can no longer be added.")
+    if not batch.open:
+        raise Conflict(f"Batch {batch.id} is closed: jobs can no longer be added.")
 
 
 def retry_job(job: Job, *, by: AbstractBaseUser) -> Batch:
@@ -247,6 +249,8 @@ class CancelReport:
 def cancel_job(job: Job, *, by: AbstractBaseUser | None) -> CancelReport:
     """Rule 7: only a PENDING job can be canceled; it is refunded once."""
     with transaction.atomic():
+        # Batch before job (the lock order of cancel_batch and the reaper): no deadlock.
+        device_id = Batch.objects.select_for_update().filter(pk=job.batch_id).values_list("device_id", flat=True).get()
         won = Job.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
             status=JobStatus.CANCELED, end_timestamp=timezone.now(), dispatched_at=None
         )
@@ -255,8 +259,7 @@ def cancel_job(job: Job, *, by: AbstractBaseUser | None) -> CancelReport:
             raise Conflict(f"Job {job.id} is {current}: only a PENDING job can be canceled.")
         refunded = credits.refund_job(job, by=by, reason="Job canceled.")
         Batch.objects.filter(pk=job.batch_id).update(last_activity_at=timezone.now())
-        device_id = Batch.objects.values_list("device_id", flat=True).get(pk=job.batch_id)
-        transaction.on_commit(lambda: scheduler.advance(device_id))
+        transaction.on_commit(lambda: scheduler.advance(device_id), robust=True)
     job.refresh_from_db()
     return CancelReport(canceled=[job], refunded=refunded)
 
@@ -291,7 +294,7 @@ def cancel_batch(batch: Batch, *, by: AbstractBaseUser | None) -> CancelReport:
             raise Conflict(f"Batch {batch.id} is {current}: it can no longer be canceled.")
         report = cancel_pending_jobs(batch, by=by, reason="Batch canceled.")
         device_id = batch.device_id
-        transaction.on_commit(lambda: scheduler.advance(device_id))
+        transaction.on_commit(lambda: scheduler.advance(device_id), robust=True)
         scheduler._notify(batch.pk)
     return report
 
@@ -305,18 +308,31 @@ def cancel_jobs(
         for pk, status in jobs.exclude(status=JobStatus.PENDING).values_list("pk", "status")
     }
     with transaction.atomic():
+        Batch.objects.select_for_update().filter(pk=batch.pk).values_list("pk", flat=True).first()
         report = cancel_pending_jobs(batch, by=by, reason="Job canceled.", only=jobs)
         if report.canceled:
             Batch.objects.filter(pk=batch.pk).update(last_activity_at=timezone.now())
         device_id = batch.device_id
-        transaction.on_commit(lambda: scheduler.advance(device_id))
+        transaction.on_commit(lambda: scheduler.advance(device_id), robust=True)
     return report, errors
 
 
-def rebatch(batch: Batch, jobs: Iterable[Job], *, by: AbstractBaseUser) -> Batch:
-    """Rule 9: a new closed batch, `parent` = `batch`, with copies of `jobs`, charged anew."""
+def rebatch(batch: Batch, jobs: Iterable[Job] | None = None, *, by: AbstractBaseUser, filters: Any = None) -> Batch:
+    """Rule 9: a new closed batch, `parent` = `batch`, with copies of the matching jobs, charged anew.
+
+    `filters` is the SDK's RebatchFilters shape (id, status, min_runs, max_runs,
+    start_date, end_date; any object with those attributes); without it or `jobs`,
+    every job of the batch is copied, in submission order.
+    """
+    from jobs.filters import filter_jobs
+
     if batch.open:
         raise Conflict(f"Batch {batch.id} is still open: close it before rebatching its jobs.")
+    if jobs is None:
+        selected = batch.jobs.all()
+        if filters is not None:
+            selected = filter_jobs(selected, _RebatchFilters.of(filters))
+        jobs = selected.order_by("order")
     specs = [JobSpec(runs=j.runs, variables=j.variables, sequence=j.sequence) for j in jobs]
     if not specs:
         raise InvalidInput("No job of this batch matches the filters: nothing to rebatch.")
@@ -334,6 +350,23 @@ def rebatch(batch: Batch, jobs: Iterable[Job], *, by: AbstractBaseUser) -> Batch
         parent=batch,
         validate=False,
     )
+
+
+@dataclass
+class _RebatchFilters:
+    """The subset of job filters rebatch takes; missing attributes mean "any"."""
+
+    id: list[Any] | None = None
+    status: list[str] | None = None
+    min_runs: int | None = None
+    max_runs: int | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+
+    @classmethod
+    def of(cls, filters: Any) -> _RebatchFilters:
+        get = filters.get if isinstance(filters, dict) else lambda name: getattr(filters, name, None)
+        return cls(**{name: get(name) for name in cls.__dataclass_fields__})
 
 
 def set_tags(batch: Batch, tags: Any) -> Batch:
