@@ -37,7 +37,11 @@ def catalogue() -> list[dict[str, object]]:
 
 
 def sync_devices() -> list[Device]:
-    """Create missing devices and refresh specs and status; keeps prices and slots set by staff."""
+    """Create missing devices and refresh specs and status; keeps prices and slots set by staff.
+
+    Emulator specs come from pulser's device definitions; FRESNEL's from the QPU endpoint's
+    `/specs` when it answers (else it keeps the last known specs). Status comes from each adapter.
+    """
     from backends.adapters import get_adapter
 
     devices = []
@@ -57,6 +61,8 @@ def sync_devices() -> list[Device]:
             specs = _fetch_qpu_specs(adapter)
             if specs:
                 device.specs = specs
+        else:
+            device.specs = _emulator_specs(name)  # reload from pulser's definitions (a pulser upgrade)
         status, reason = adapter.status()
         if device.status != Device.Status.MAINTENANCE and (status, reason) != (device.status, device.status_reason):
             device.status, device.status_reason = status, reason

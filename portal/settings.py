@@ -146,6 +146,11 @@ WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 5)
 QPU_URL = env_str("QPU_URL", "")
 QPU_TOKEN = env_str("QPU_TOKEN", "")
 QPU_POLL_SECONDS = float(env_str("QPU_POLL_SECONDS", "0.5"))
+QPU_CONNECT_TIMEOUT = float(env_str("QPU_CONNECT_TIMEOUT", "3"))
+QPU_READ_TIMEOUT = float(env_str("QPU_READ_TIMEOUT", "10"))
+QPU_RETRIES = env_int("QPU_RETRIES", 4)  # retries of one request on 5xx / connection errors
+QPU_BACKOFF_SECONDS = float(env_str("QPU_BACKOFF_SECONDS", "0.5"))  # doubles at each retry
+QPU_MAX_WAIT_SECONDS = float(env_str("QPU_MAX_WAIT_SECONDS", "3600"))  # then ERROR + refund
 
 # Celery: one queue per device (`device.<NAME>`), late acks, one message at a time.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

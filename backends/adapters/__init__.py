@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from backends.adapters.base import Adapter, BackendUnavailable, Result, RunConfig
 from backends.adapters.emulator import EmuMpsAdapter, EmuSvAdapter, QutipAdapter
+from backends.adapters.qpu import QpuAdapter
 from backends.models import Device
 
 ADAPTERS: dict[str, type[Adapter]] = {
     Device.Backend.QUTIP: QutipAdapter,
     Device.Backend.EMU_SV: EmuSvAdapter,
     Device.Backend.EMU_MPS: EmuMpsAdapter,
+    Device.Backend.QPU: QpuAdapter,
 }
 
 
 def get_adapter(device: Device) -> Adapter:
-    if device.backend == Device.Backend.QPU:
-        from backends.adapters.qpu import QpuAdapter
-
-        return QpuAdapter(device)
     return ADAPTERS[device.backend](device)
 
 
-__all__ = ["Adapter", "BackendUnavailable", "Result", "RunConfig", "get_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "BackendUnavailable", "Result", "RunConfig", "get_adapter"]

@@ -11,6 +11,7 @@ from pulser.backend import BitStrings
 
 from backends.adapters.base import Adapter, Result, RunConfig, result_from_counter
 from backends.models import Device
+from portal.errors import InvalidInput
 
 
 def _serialise(results: Any) -> str | None:
@@ -20,18 +21,35 @@ def _serialise(results: Any) -> str | None:
         return None
 
 
-def _noise_model(configuration: dict[str, Any]) -> Any:
-    """The SDK's EmuFreeConfig-like dict: `with_noise` + an optional pulser NoiseModel."""
+#: With `with_noise` and no model, the SPAM errors pulser used as its defaults (eta, epsilon, epsilon').
+DEFAULT_NOISE = {"state_prep_error": 0.005, "p_false_pos": 0.01, "p_false_neg": 0.05}
+
+
+def _noise_model(configuration: dict[str, Any], device: Any = None) -> Any:
+    """The SDK's EmuFreeConfig: `with_noise`, and optionally a `noise_model` (kwargs or abstract repr)."""
     from pulser import NoiseModel
 
     if not configuration.get("with_noise"):
         return None
-    params = configuration.get("noise_model") or {}
-    if isinstance(params, str):
-        return NoiseModel.from_abstract_repr(params)
-    if isinstance(params, dict) and params:
-        return NoiseModel(**params)
-    return None
+    params = configuration.get("noise_model")
+    try:
+        if isinstance(params, str):
+            return NoiseModel.from_abstract_repr(params)
+        if isinstance(params, dict) and params:
+            return NoiseModel(**params)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"configuration.noise_model is not a valid Pulser NoiseModel: {exc}") from exc
+    default = getattr(device, "default_noise_model", None)
+    return default if default is not None else NoiseModel(**DEFAULT_NOISE)
+
+
+def _options(runs: int, config: RunConfig, device: Any) -> dict[str, Any]:
+    """Options every pulser EmulationConfig takes, from the batch's `configuration`."""
+    options: dict[str, Any] = {"observables": [BitStrings(evaluation_times=[1.0], num_shots=runs)]}
+    noise = _noise_model(config.configuration, device)
+    if noise is not None:
+        options["noise_model"] = noise
+    return options
 
 
 class QutipAdapter(Adapter):
@@ -45,12 +63,12 @@ class QutipAdapter(Adapter):
     def run(self, built: Sequence, runs: int, config: RunConfig) -> Result:
         from pulser_simulation import QutipBackendV2, QutipConfig
 
-        options: dict[str, Any] = {"observables": [BitStrings(evaluation_times=[1.0], num_shots=runs)]}
-        noise = _noise_model(config.configuration)
-        if noise is not None:
-            options["noise_model"] = noise
-        if config.configuration.get("sampling_rate"):
-            options["sampling_rate"] = float(config.configuration["sampling_rate"])
+        options = _options(runs, config, self.pulser_device)
+        rate = config.configuration.get("sampling_rate")
+        if rate is not None:
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate <= 1:
+                raise InvalidInput(f"configuration.sampling_rate must be a number in (0, 1]; got {rate!r}.")
+            options["sampling_rate"] = float(rate)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = QutipBackendV2(built, config=QutipConfig(**options)).run()
@@ -74,9 +92,11 @@ class EmuTorchAdapter(Adapter):
         backend_cls, config_cls = self._backend()
         import logging
 
-        emu_config = config_cls(
-            observables=[BitStrings(evaluation_times=[1.0], num_shots=runs)], log_level=logging.WARNING
-        )
+        options = _options(runs, config, self.pulser_device)
+        dt = config.configuration.get("dt")
+        if isinstance(dt, (int, float)) and not isinstance(dt, bool) and dt > 0:
+            options["dt"] = int(dt)  # EmuTNConfig's time step (ns)
+        emu_config = config_cls(**options, log_level=logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = backend_cls(built, config=emu_config).run()
