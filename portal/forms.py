@@ -118,14 +118,16 @@ class JobFilterForm(forms.Form):
 class NewBatchForm(forms.Form):
     sequence = forms.FileField(label="Sequence (Pulser abstract representation, JSON)")
     jobs = forms.FileField(
-        required=False, label="Jobs (JSON list of {runs, variables})", help_text="Or fill the table below."
+        required=False, label="Jobs (JSON list of {runs, variables})", help_text="Or type them as JSON below."
     )
     jobs_text = forms.CharField(
         required=False,
         label="Jobs as text",
         widget=forms.Textarea(attrs={"rows": 4, "placeholder": '[{"runs": 100, "variables": {"omega_max": 9.5}}]'}),
     )
-    device_type = forms.ModelChoiceField(queryset=Device.objects.all(), to_field_name="name", label="Device")
+    device_type = forms.ModelChoiceField(
+        queryset=Device.objects.all(), to_field_name="name", label="Device", initial="EMU_FREE", empty_label=None
+    )
     open = forms.BooleanField(required=False, label="Keep the batch open to add jobs later")
     tags = forms.CharField(required=False, max_length=500, help_text="Comma-separated.")
 

@@ -60,7 +60,7 @@ def describe_specs(specs: str) -> dict[str, Any]:
         return {"rows": [], "channels": [], "error": "These specs could not be read by Pulser."}
 
     def unit(value: Any, suffix: str) -> str:
-        return "—" if value is None else f"{value:g} {suffix}" if isinstance(value, float) else f"{value} {suffix}"
+        return "—" if value is None else f"{value:.4g} {suffix}" if isinstance(value, float) else f"{value} {suffix}"
 
     rows = [
         ("Pulser device", device.name),

@@ -51,7 +51,7 @@
       const spec = readJson(canvas.getAttribute("data-chart"));
       if (!spec) return;
       const datasets = spec.datasets.map(function (d, i) {
-        return { label: d.label, data: d.data, backgroundColor: palette[i % palette.length], borderRadius: 3 };
+        return { label: d.label, data: d.data, backgroundColor: palette[i % palette.length], borderRadius: 3, maxBarThickness: 56 };
       });
       new window.Chart(canvas, {
         type: "bar",

@@ -62,6 +62,9 @@ def test_cancel_a_job_and_see_the_refund_on_the_credits_page(page, live_server, 
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#ledger tbody tr")).to_have_count(1)
     screenshot(page, "credits-admin")
+    page.get_by_role("link", name="Batches").click()
+    expect(page.locator("#batches-table tbody tr")).to_have_count(1)
+    screenshot(page, "batches-list")
 
 
 def test_close_an_open_batch_then_download_one_result_and_zips(page, live_server, sdk, member, login, worker, tmp_path):

@@ -207,3 +207,36 @@ def test_token_is_shown_once_then_only_its_prefix_and_can_be_revoked(member, cli
     client.post(reverse("token_revoke", args=[token.pk]))
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_retry_close_and_rebatch_call_the_services_and_report_what_they_did(member, devices, client_for):
+    batch = _batch(member, n_jobs=2, open=True)
+    jobs = list(batch.jobs.order_by("order"))
+    client = client_for(member)
+    page = client.post(reverse("batches:retry", args=[batch.pk, jobs[0].pk]), follow=True).content.decode()
+    assert f"Job #0 retried as job #2, charged {jobs[0].price} credits." in page
+    copy = batch.jobs.get(order=2)
+    assert copy.parent_id == jobs[0].pk and copy.runs == jobs[0].runs
+
+    refused = client.post(reverse("batches:rebatch", args=[batch.pk]), follow=True).content.decode()
+    assert "still open" in refused
+    closed = client.post(reverse("batches:close", args=[batch.pk]), follow=True).content.decode()
+    assert "Batch closed" in closed and not Batch.objects.get(pk=batch.pk).open
+
+    response = client.post(reverse("batches:rebatch", args=[batch.pk]), {"min_runs": 11}, follow=True)
+    new = Batch.objects.get(parent=batch)
+    assert list(new.jobs.order_by("order").values_list("runs", flat=True)) == [11]
+    assert f"Rebatched 1 job of batch {str(batch.pk)[:8]}" in response.content.decode()
+    assert response.redirect_chain[-1][0] == reverse("batches:detail", args=[new.pk])
+
+
+def test_batches_list_filters_by_status_tag_and_open(member, devices, client_for):
+    tagged = _batch(member, n_jobs=1, tags=["scan"])
+    _batch(member, n_jobs=1, open=True)
+    client = client_for(member)
+    by_tag = client.get(reverse("batches:list"), {"tag": "scan"}).content.decode()
+    assert by_tag.count('class="mono" href="/batches/') == 1 and str(tagged.pk)[:8] in by_tag
+    open_only = client.get(reverse("batches:list"), {"open": "1"}).content.decode()
+    assert open_only.count('class="mono" href="/batches/') == 1 and str(tagged.pk)[:8] not in open_only
+    none = client.get(reverse("batches:list"), {"status": "DONE"}).content.decode()
+    assert "No batch matches these filters" in none
