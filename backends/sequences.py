@@ -36,10 +36,7 @@ def _describe_schema_error(exc: Exception) -> str:
     return _short(f"not a valid Pulser abstract representation{where}: {message}")
 
 
-def deserialize_sequence(text: Any, *, field: str = "sequence_builder") -> Sequence:
-    """Parse an abstract-repr string into a (maybe parametrized) pulser Sequence."""
-    import jsonschema
-
+def check_size(text: Any, *, field: str) -> None:
     if not isinstance(text, str):
         raise InvalidInput(f"'{field}' must be a string holding a Pulser abstract representation.", field=field)
     if len(text.encode()) > settings.MAX_SEQUENCE_BYTES:
@@ -47,6 +44,13 @@ def deserialize_sequence(text: Any, *, field: str = "sequence_builder") -> Seque
             f"'{field}' is {len(text.encode())} bytes; the limit is {settings.MAX_SEQUENCE_BYTES} bytes.",
             field=field,
         )
+
+
+def deserialize_sequence(text: Any, *, field: str = "sequence_builder") -> Sequence:
+    """Parse an abstract-repr string into a (maybe parametrized) pulser Sequence."""
+    import jsonschema
+
+    check_size(text, field=field)
     try:
         json.loads(text)
     except ValueError as exc:
@@ -70,6 +74,7 @@ class SequenceCache:
         self._lock = threading.Lock()
 
     def get(self, text: str, *, field: str = "sequence_builder") -> Sequence:
+        check_size(text, field=field)  # before the cache: the limit may have changed since
         key = hashlib.sha256(text.encode()).hexdigest()
         with self._lock:
             if key in self._items:

@@ -70,9 +70,14 @@ class Adapter:
         errors = []
         target = self.pulser_device
         if self.requires_exact_device and seq.device != target:
+            # Compared with ==: a tampered or outdated spec keeps the device's name.
+            declared = (
+                f"embeds specs of '{seq.device.name}' that differ from {self.device.name}'s current specs"
+                if seq.device.name == target.name
+                else f"is declared for device '{seq.device.name}', not for {self.device.name}"
+            )
             errors.append(
-                f"The sequence is declared for device '{seq.device.name}', not for {self.device.name}: build it "
-                f"with the device from get_device_specs_dict()['{self.device.name}']."
+                f"The sequence {declared}: build it with the device from get_device_specs_dict()['{self.device.name}']."
             )
         available = set(target.channels)
         for name, channel_obj in seq.declared_channels.items():
