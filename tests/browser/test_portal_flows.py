@@ -47,6 +47,11 @@ def test_cancel_a_job_and_see_the_refund_on_the_credits_page(page, live_server, 
     second = batch.ordered_jobs[1].id
     page.locator(f"#sel-{second}").check()
     expect(page.locator("#selected-count")).to_have_text("1 selected")
+    # The live refresh replaces the rows but keeps what the user selected (hx-preserve).
+    page.evaluate("window.swaps = 0; document.addEventListener('htmx:afterSettle', () => window.swaps++)")
+    page.wait_for_function("() => window.swaps > 0", timeout=30_000)
+    expect(page.locator(f"#sel-{second}")).to_be_checked()
+    expect(page.locator("#selected-count")).to_have_text("1 selected")
     page.get_by_role("button", name="Cancel selected").click()
     expect(page.locator("#messages")).to_contain_text("1 job canceled, 40 credits refunded.")
     assert dialogs and "Cancel the selected jobs?" in dialogs[0]

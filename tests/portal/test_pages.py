@@ -240,3 +240,56 @@ def test_batches_list_filters_by_status_tag_and_open(member, devices, client_for
     assert open_only.count('class="mono" href="/batches/') == 1 and str(tagged.pk)[:8] not in open_only
     none = client.get(reverse("batches:list"), {"status": "DONE"}).content.decode()
     assert "No batch matches these filters" in none
+
+
+def _live_attrs(html: str) -> tuple[str, str]:
+    import re
+
+    match = re.search(r'id="batch-live"[^>]*hx-get="([^"]+)" hx-trigger="every (\d+)s"', html)
+    assert match, "the live region does not poll"
+    return match.group(1).replace("&amp;", "&"), match.group(2)
+
+
+def test_live_region_backs_off_while_nothing_changes_and_stops_when_terminal(member, devices, client_for):
+    batch = _batch(member, n_jobs=2)
+    client = client_for(member)
+    url, every = _live_attrs(client.get(reverse("batches:detail", args=[batch.pk])).content.decode())
+    assert every == "2"
+    intervals = []
+    for _ in range(4):
+        url, every = _live_attrs(client.get(url, HTTP_HX_REQUEST="true").content.decode())
+        intervals.append(int(every))
+    assert intervals == [4, 8, 16, 20]
+    services.cancel_jobs(batch, batch.jobs.filter(order=0), by=member.user)
+    url, every = _live_attrs(client.get(url, HTTP_HX_REQUEST="true").content.decode())
+    assert every == "2", "a change resets the polling interval"
+    services.cancel_batch(batch, by=member.user)
+    final = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="batch-live"' in final and "hx-trigger" not in final
+
+
+def test_project_switcher_changes_the_batches_shown_and_refuses_foreign_projects(
+    member, make_member, devices, client_for
+):
+    from tests.factories import MembershipFactory
+
+    mine = _batch(member, n_jobs=1)
+    second = make_member()
+    MembershipFactory(user=member.user, project=second.project)
+    theirs = _batch(second, n_jobs=1)
+    client = client_for(member)
+    first_project = client.get(reverse("batches:list")).content.decode()
+    assert 'id="project-switch"' in first_project
+    client.post(reverse("switch_project"), {"project_id": str(second.project_id)})
+    switched = client.get(reverse("batches:list")).content.decode()
+    assert str(theirs.pk)[:8] in switched and str(mine.pk)[:8] not in switched
+    outsider = make_member()
+    assert client.post(reverse("switch_project"), {"project_id": str(outsider.project_id)}).status_code == 404
+
+
+def test_job_errors_are_shown_verbatim(member, devices, client_for):
+    batch = _batch(member, n_jobs=1)
+    error = "QutipEmulator failed: <ValueError> amplitude 'omega' > 12.57 rad/µs\n  at step 3"
+    Job.objects.filter(batch=batch).update(status=JobStatus.ERROR, errors=[error])
+    page = client_for(member).get(reverse("jobs:detail", args=[batch.jobs.get().pk])).content.decode()
+    assert "QutipEmulator failed: &lt;ValueError&gt; amplitude &#x27;omega&#x27; &gt; 12.57 rad/µs\n  at step 3" in page
