@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import datetime, time
 from types import SimpleNamespace
@@ -120,8 +122,11 @@ class NewBatchForm(forms.Form):
     )
     jobs_text = forms.CharField(
         required=False,
-        label="Jobs as text",
-        widget=forms.Textarea(attrs={"rows": 4, "placeholder": '[{"runs": 100, "variables": {"omega_max": 9.5}}]'}),
+        label="Jobs as JSON or as a table of variables",
+        help_text="A table has a header row, e.g. runs,omega_max,qubits, then one job per row; "
+        "separate columns with commas or tabs (pasted from a spreadsheet). Cells holding JSON (like qubits) "
+        "are read as JSON.",
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "runs,omega_max\n100,9.5\n100,10.5"}),
     )
     device_type = forms.ModelChoiceField(
         queryset=Device.objects.all(), to_field_name="name", label="Device", initial="EMU_FREE", empty_label=None
@@ -135,15 +140,44 @@ class NewBatchForm(forms.Form):
         upload = self.cleaned_data.get("jobs")
         raw = upload.read().decode("utf-8", errors="replace") if upload else self.cleaned_data.get("jobs_text") or ""
         if not raw.strip():
-            raise forms.ValidationError("Give the jobs: upload a JSON file or type them as JSON.")
-        try:
-            jobs = json.loads(raw)
-        except ValueError as exc:
-            raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
-        return sequence, jobs
+            raise forms.ValidationError("Give the jobs: upload a JSON file, or type them as JSON or as a table.")
+        if raw.lstrip().startswith(("[", "{")):
+            try:
+                return sequence, json.loads(raw)
+            except ValueError as exc:
+                raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
+        return sequence, jobs_from_table(raw)
 
     def tag_list(self) -> list[str]:
         return [t.strip() for t in (self.cleaned_data.get("tags") or "").split(",") if t.strip()]
+
+
+def _cell(text: str) -> Any:
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def jobs_from_table(raw: str) -> list[dict[str, Any]]:
+    """A header row (`runs` plus variable names) and one job per row, as the API's jobs list."""
+    lines = [line for line in raw.strip().splitlines() if line.strip()]
+    dialect = csv.excel_tab if "\t" in lines[0] else csv.excel
+    rows = list(csv.reader(io.StringIO("\n".join(lines)), dialect))
+    header = [name.strip() for name in rows[0]]
+    if "runs" not in header:
+        raise forms.ValidationError("The table needs a 'runs' column; the other columns are variables.")
+    jobs = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise forms.ValidationError(f"Table row {number} has {len(row)} cells; the header has {len(header)}.")
+        cells = dict(zip(header, (_cell(c) for c in row), strict=True))
+        runs = cells.pop("runs")
+        jobs.append({"runs": runs, "variables": cells})
+    if not jobs:
+        raise forms.ValidationError("The table has a header but no job rows.")
+    return jobs
 
 
 class LedgerFilterForm(forms.Form):

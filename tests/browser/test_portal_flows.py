@@ -183,3 +183,34 @@ def test_other_pages_render_and_a_token_is_shown_once(page, live_server, member,
     expect(page.locator("#tokens-table")).to_contain_text(plain[:12])
     page.goto(f"{live_server.url}/batches/new/")
     screenshot(page, "batch-new")
+
+
+def test_new_batch_form_submits_a_table_of_jobs_and_shows_errors(page, live_server, member, devices, login, tmp_path):
+    _hold_device()
+    sequence = tmp_path / "sequence.json"
+    sequence.write_text(seed_mappable_sequence())
+    login(member.user)
+    page.get_by_role("link", name="New batch").first.click()
+    page.get_by_label("Sequence").set_input_files(str(sequence))
+    page.get_by_label("Jobs as JSON or as a table").fill(
+        'runs,omega_max,qubits\n10,1.5,"{""q0"": 1}"\n0,2,"{""q0"": 2}"'
+    )
+    page.get_by_role("button", name="Submit batch").click()
+    expect(page.locator("#form-errors")).to_contain_text("Job 1: 'runs' must be between 1 and")
+    screenshot(page, "batch-new-error")
+    assert not Batch.objects.exists()
+
+    page.get_by_label("Sequence").set_input_files(str(sequence))
+    page.get_by_label("Jobs as JSON or as a table").fill(
+        'runs,omega_max,qubits\n10,1.5,"{""q0"": 1}"\n20,2,"{""q0"": 2}"'
+    )
+    page.get_by_label("Tags").fill("scan, portal")
+    page.get_by_role("button", name="Submit batch").click()
+    expect(page.locator("#messages")).to_contain_text("Batch created with 2 jobs, charged 30 credits.")
+    expect(page.locator("#jobs-table tr[data-job]")).to_have_count(2)
+    assert Batch.objects.get().tags == ["scan", "portal"]
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "batch-mobile")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Batches").click()
+    screenshot(page, "batches-mobile")

@@ -293,3 +293,31 @@ def test_job_errors_are_shown_verbatim(member, devices, client_for):
     Job.objects.filter(batch=batch).update(status=JobStatus.ERROR, errors=[error])
     page = client_for(member).get(reverse("jobs:detail", args=[batch.jobs.get().pk])).content.decode()
     assert "QutipEmulator failed: &lt;ValueError&gt; amplitude &#x27;omega&#x27; &gt; 12.57 rad/µs\n  at step 3" in page
+
+
+def test_new_batch_form_reads_a_table_of_variables_and_reports_the_apis_errors(member, devices, client_for):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client = client_for(member)
+
+    def submit(table: str):
+        return client.post(
+            reverse("batches:new"),
+            {
+                "sequence": SimpleUploadedFile("seq.json", seed_mappable_sequence().encode()),
+                "jobs_text": table,
+                "device_type": "EMU_FREE",
+            },
+            follow=True,
+        )
+
+    bad = submit('runs,omega_max,qubits\n0,1.5,"{""q0"": 1}"').content.decode()
+    assert "Job 0: &#x27;runs&#x27; must be between 1 and" in bad
+    assert not Batch.objects.exists()
+    submit('runs\tomega_max\tqubits\n10\t1.5\t{"q0": 1}\n20\t2.5\t{"q0": 2, "q1": 4}')
+    batch = Batch.objects.get()
+    specs = list(batch.jobs.order_by("order").values_list("runs", "variables"))
+    assert specs == [
+        (10, {"omega_max": 1.5, "qubits": {"q0": 1}}),
+        (20, {"omega_max": 2.5, "qubits": {"q0": 2, "q1": 4}}),
+    ]
