@@ -7,6 +7,11 @@ from celery import shared_task
 from backends import maintenance, runner
 from backends.models import Device
 from batches import scheduler
+from batches.webhooks import send_webhook
+
+# Celery's autodiscovery imports `<app>.tasks` only: importing the webhook task here is what
+# registers it in the workers (without this they discard every webhook as "unregistered").
+__all__ = ["run_job", "send_webhook", "tick"]
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -1,0 +1,104 @@
+"""A worker killed with SIGKILL mid-job: the lease expires, the tick re-queues, another worker finishes.
+
+Real processes: two `celery worker` subprocesses (with beat, so the tick runs), a QuTiP job
+long enough to be killed while running. The job must end DONE (re-run) or ERROR+refunded,
+never stay RUNNING, never be charged twice.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.devices import _emulator_specs
+from backends.models import Device
+from batches import services
+from jobs.models import Job
+from portal.models import CreditTransaction
+from tests.conftest import ROOT, WorkerProcess, purge_broker, wait_until, worker_env
+from tests.sequences import seed_mappable_sequence
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+QUEUE_DEVICE = "EMU_KILLTEST"  # a device (and queue) of its own: no other test worker takes its jobs
+LONG_JOB = {
+    "runs": 50,
+    "variables": {"omega_max": 1.0, "qubits": {f"q{i}": t for i, t in enumerate([1, 5, 7, 2, 4, 8, 26, 30])}},
+}
+
+
+class DeviceWorker(WorkerProcess):
+    """A worker (with beat) on one device's queue and `default`, with a short job lease."""
+
+    def __init__(self, log_path: Path, queue: str, **env: str) -> None:
+        from portal.management.commands.runall import worker_command
+
+        command = worker_command(["default", queue], concurrency=1, name=f"kill-{time.time_ns()}")
+        command[command.index("warning")] = "info"
+        command += ["-B", "-s", str(log_path.with_suffix(".beat"))]
+        self.log_path = log_path
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
+        self.proc = subprocess.Popen(
+            command, cwd=ROOT, env=worker_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._wait_ready()
+
+
+def test_a_worker_killed_mid_job_has_its_job_rerun_after_the_lease_expires(member, devices, tmp_path):
+    Device.objects.create(
+        name=QUEUE_DEVICE, backend=Device.Backend.QUTIP, price_per_run=1, slots=1, specs=_emulator_specs("EMU_FREE")
+    )
+    purge_broker()
+    env = {"JOB_LEASE_SECONDS": "2", "TICK_SECONDS": "1", "JOB_REDISPATCH_SECONDS": "2"}
+    first = DeviceWorker(tmp_path / "first.log", f"device.{QUEUE_DEVICE}", **env)
+    second: Any = None
+    try:
+        batch = services.create_batch(
+            member.project,
+            member.user,
+            sequence_builder=seed_mappable_sequence(duration=16000),
+            jobs=[LONG_JOB],
+            device_type=QUEUE_DEVICE,
+        )
+        job = Job.objects.get(batch=batch)
+        wait_until(lambda: Job.objects.get(pk=job.pk).status == "RUNNING", timeout=60, interval=0.05)
+        owner = Job.objects.get(pk=job.pk).lease_owner
+        pids = [first.proc.pid, *first.children()]
+        first.kill()  # SIGKILL to the whole process group: main process and pool child
+        wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=10)
+        assert Job.objects.get(pk=job.pk).status == "RUNNING", "the job was mid-run when its worker died"
+
+        second = DeviceWorker(tmp_path / "second.log", f"device.{QUEUE_DEVICE}", **env)
+        final = wait_until(
+            lambda: (j := Job.objects.get(pk=job.pk)).status in ("DONE", "ERROR") and j, timeout=120, interval=0.1
+        )
+        assert final.lease_owner != owner
+        if final.status == "DONE":
+            assert final.attempts == 2 and final.result_path
+            assert not CreditTransaction.objects.filter(job=job, kind="REFUND").exists()
+        else:
+            assert CreditTransaction.objects.filter(job=job, kind="REFUND").count() == 1
+        assert CreditTransaction.objects.filter(job=job, kind="CHARGE").count() == 1
+        wait_until(lambda: batch.__class__.objects.get(pk=batch.pk).status == "DONE", timeout=30)
+    finally:
+        if first.proc.poll() is None:
+            first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state says it is dead.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
