@@ -15,6 +15,7 @@ from django.core.paginator import Paginator
 from django.db.models import Avg, Count, F, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
 
 from backends.models import Device
@@ -50,11 +51,29 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     form = BatchFilterForm(request.GET or None)
     # `project` comes from the user's memberships; filtering on it alone lets the database
     # walk the (project, -created_at) index instead of joining memberships for every row.
-    batches = Batch.objects.filter(project=project).select_related("device", "user")
+    batches = (
+        Batch.objects.filter(project=project)
+        .select_related("device", "user")
+        .defer("sequence_builder", "configuration", "backend_configuration", "webhook")
+    )
     batches = form.apply(batches) if request.GET else batches.order_by("-created_at", "-pk")
-    page = Paginator(batches, 25).get_page(request.GET.get("page"))
+    page = CappedPaginator(batches, 25).get_page(request.GET.get("page"))
     rows = _with_counts(list(page.object_list))
     return render(request, "batches/list.html", {"page": page, "rows": rows, "form": form})
+
+
+class CappedPaginator(Paginator):
+    """Counts at most COUNT_CAP rows: an exact COUNT(*) of 100,000 batches costs more than the page."""
+
+    COUNT_CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return int(self.object_list.order_by()[: self.COUNT_CAP + 1].count())
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.COUNT_CAP
 
 
 def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:

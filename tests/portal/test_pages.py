@@ -321,3 +321,21 @@ def test_new_batch_form_reads_a_table_of_variables_and_reports_the_apis_errors(m
         (10, {"omega_max": 1.5, "qubits": {"q0": 1}}),
         (20, {"omega_max": 2.5, "qubits": {"q0": 2, "q1": 4}}),
     ]
+
+
+def test_batches_list_counts_at_most_the_cap_and_still_pages(member, devices, client_for, monkeypatch):
+    from batches.views import CappedPaginator
+
+    monkeypatch.setattr(CappedPaginator, "COUNT_CAP", 30)
+    for _ in range(2):
+        _batch(member, n_jobs=1)
+    Batch.objects.bulk_create(
+        [Batch(project=member.project, user=member.user, device=devices["EMU_FREE"]) for _ in range(40)]
+    )
+    client = client_for(member)
+    first = client.get(reverse("batches:list")).content.decode()
+    assert "more than 30 in all" in first and first.count('class="mono" href="/batches/') == 25
+    second = client.get(reverse("batches:list"), {"page": 2}).content.decode()
+    # Beyond the cap, pages stop: older batches are reached with the date filters.
+    assert second.count('class="mono" href="/batches/') == 6
+    assert "use the filters" in second
