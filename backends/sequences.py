@@ -6,6 +6,7 @@ So a batch deserializes its sequence once, then builds it once per job.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -159,5 +160,8 @@ def build(seq: Sequence, variables: dict[str, Any], *, where: str) -> Sequence:
         raise InvalidInput(f"{where}: {_short(str(exc))}", field="variables") from exc
 
 
+@functools.lru_cache(maxsize=32)
 def device_from_specs(specs: str) -> BaseDevice:
+    # Cached: deserializing a device runs jsonschema validation (ms to tens of ms), and an
+    # adapter (hence this call) is made per job; pulser devices are frozen, safe to share.
     return deserialize_device(specs)

@@ -50,6 +50,8 @@ class Job(models.Model):
             models.Index(fields=["batch", "order"], name="job_batch_order"),
             models.Index(fields=["batch", "status"], name="job_batch_status"),
             models.Index(fields=["project", "-created_at"], name="job_project_created"),
+            # GET /jobs pages newest first over all the user's projects (bench/listing.py).
+            models.Index(fields=["-created_at", "-order"], name="job_created_order"),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
         ]
         constraints = [models.UniqueConstraint(fields=["batch", "order"], name="one_job_per_batch_position")]
