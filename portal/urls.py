@@ -13,7 +13,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password/", auth_views.PasswordChangeView.as_view(success_url="/"), name="password_change"),
+    path("password/", views.PasswordChange.as_view(), name="password_change"),
     path("projects/switch/", views.switch_project, name="switch_project"),
     path("devices/", views.devices, name="devices"),
     path("credits/", views.credits, name="credits"),

@@ -9,10 +9,13 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import PasswordChangeView
+from django.contrib.messages.views import SuccessMessageMixin
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.views.decorators.http import require_POST
 
 from backends.models import Device
@@ -24,6 +27,11 @@ from portal.errors import NotFound
 from portal.forms import LedgerFilterForm
 from portal.models import ApiToken, Project
 from portal.tokens import create_token, revoke
+
+
+class PasswordChange(SuccessMessageMixin, PasswordChangeView):
+    success_url = reverse_lazy("batches:list")
+    success_message = "Your password was changed."
 
 
 @login_required

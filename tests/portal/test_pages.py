@@ -339,3 +339,19 @@ def test_batches_list_counts_at_most_the_cap_and_still_pages(member, devices, cl
     # Beyond the cap, pages stop: older batches are reached with the date filters.
     assert second.count('class="mono" href="/batches/') == 6
     assert "use the filters" in second
+
+
+def test_password_change_page_changes_the_password_and_says_so(member, client_for):
+    client = client_for(member)
+    response = client.post(
+        reverse("password_change"),
+        {
+            "old_password": "correct-horse-battery",
+            "new_password1": "battery-staple-horse-9",
+            "new_password2": "battery-staple-horse-9",
+        },
+        follow=True,
+    )
+    assert "Your password was changed." in response.content.decode()
+    member.user.refresh_from_db()
+    assert member.user.check_password("battery-staple-horse-9")
