@@ -56,6 +56,8 @@ def deserialize_sequence(text: Any, *, field: str = "sequence_builder") -> Seque
         json.loads(text)
     except ValueError as exc:
         raise InvalidInput(f"'{field}' is not valid JSON: {_short(str(exc))}", field=field) from exc
+    except RecursionError as exc:  # the stdlib parser recurses: deep nesting must be a 400, not a 500
+        raise InvalidInput(f"'{field}' is nested too deeply.", field=field) from exc
     try:
         return Sequence.from_abstract_repr(text)
     except jsonschema.exceptions.ValidationError as exc:

@@ -195,6 +195,9 @@ def clean_tags(tags: Any) -> list[str]:
         raise InvalidInput("'tags' must be a list of strings.", field="tags")
     if len(tags) > 50 or any(len(t) > 100 or not t.strip() for t in tags):
         raise InvalidInput("'tags' takes at most 50 non-empty tags of at most 100 characters.", field="tags")
+    # NUL cannot be stored in PostgreSQL's jsonb (a 500 there); no control character is a tag.
+    if any(ch < " " or ch == "\x7f" for t in tags for ch in t):
+        raise InvalidInput("'tags' may not contain control characters (NUL, newline, tab…).", field="tags")
     return list(dict.fromkeys(t.strip() for t in tags))
 
 
