@@ -355,3 +355,18 @@ def test_password_change_page_changes_the_password_and_says_so(member, client_fo
     assert "Your password was changed." in response.content.decode()
     member.user.refresh_from_db()
     assert member.user.check_password("battery-staple-horse-9")
+
+
+def test_a_fixed_register_is_drawn_with_every_atom_used(member, devices, client_for):
+    from tests.sequences import analog_sequence
+
+    batch = services.create_batch(
+        member.project,
+        member.user,
+        sequence_builder=analog_sequence(3),
+        jobs=[{"runs": 10, "variables": {"omega_max": 1.0}}],
+        device_type="EMU_FREE",
+    )
+    page = client_for(member).get(reverse("jobs:detail", args=[batch.jobs.get().pk])).content.decode()
+    assert page.count('class="trap used"') == 3 and 'class="trap"' not in page
+    assert "3 atoms" in page
