@@ -39,25 +39,23 @@ def main() -> int:
 
     from pulser import Sequence
 
-    def floor() -> None:
-        seq = Sequence.from_abstract_repr(common.tiny_sequence(duration=next(durations)))
-        for spec in specs:
-            seq.build(**spec["variables"])
-
-    t_floor = common.timed(floor, args.reps, warmup=1)
-
     from batches import services
 
-    def service() -> None:
-        text = common.tiny_sequence(duration=next(durations))
-        services.create_batch(project, user, sequence_builder=text, jobs=specs, device_type="EMU_FREE", open=False)
+    def floor(text: str) -> float:
+        t0 = time.perf_counter()
+        seq = Sequence.from_abstract_repr(text)
+        for spec in specs:
+            seq.build(**spec["variables"])
+        return time.perf_counter() - t0
 
-    t_service = common.timed(service, args.reps, warmup=1)
+    def service(text: str) -> float:
+        t0 = time.perf_counter()
+        services.create_batch(project, user, sequence_builder=text, jobs=specs, device_type="EMU_FREE", open=False)
+        return time.perf_counter() - t0
 
     web, base = common.start_web(env)
     with common.running(web):
         session = common.api(base, token)
-        texts = [common.tiny_sequence(duration=next(durations)) for _ in range(args.reps + 1)]
 
         def api_call(text: str) -> float:
             payload = {
@@ -73,8 +71,15 @@ def main() -> int:
             assert data["jobs_count"] == args.jobs
             return elapsed
 
-        api_call(texts[0])
-        t_api = [api_call(t) for t in texts[1:]]
+        # Warm-up, then the three alternate, so load from other processes falls on all alike.
+        t_floor, t_service, t_api = [], [], []
+        for rep in range(args.reps + 1):
+            texts = [common.tiny_sequence(duration=next(durations)) for _ in range(3)]
+            times = floor(texts[0]), service(texts[1]), api_call(texts[2])
+            if rep:
+                t_floor.append(times[0])
+                t_service.append(times[1])
+                t_api.append(times[2])
     common.purge_queues()
 
     report.line(f"pulser deserialize once + build x{args.jobs}: {common.summary(t_floor)}")

@@ -49,7 +49,8 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["batch", "order"], name="job_batch_order"),
             models.Index(fields=["batch", "status"], name="job_batch_status"),
-            models.Index(fields=["project", "-created_at"], name="job_project_created"),
+            # With `-order`, the page order of GET /jobs?project_id=…: pages come from the index.
+            models.Index(fields=["project", "-created_at", "-order"], name="job_project_created_order"),
             # GET /jobs pages newest first over all the user's projects (bench/listing.py).
             models.Index(fields=["-created_at", "-order"], name="job_created_order"),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
