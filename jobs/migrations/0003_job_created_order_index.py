@@ -5,17 +5,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batches', '0002_initial'),
-        ('jobs', '0002_initial'),
-        ('portal', '0001_initial'),
+        ("batches", "0002_initial"),
+        ("jobs", "0002_initial"),
+        ("portal", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['-created_at', '-order'], name='job_created_order'),
+            model_name="job",
+            index=models.Index(fields=["-created_at", "-order"], name="job_created_order"),
         ),
     ]

@@ -5,21 +5,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('batches', '0002_initial'),
-        ('jobs', '0003_job_created_order_index'),
-        ('portal', '0001_initial'),
+        ("batches", "0002_initial"),
+        ("jobs", "0003_job_created_order_index"),
+        ("portal", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='job',
-            name='job_project_created',
+            model_name="job",
+            name="job_project_created",
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['project', '-created_at', '-order'], name='job_project_created_order'),
+            model_name="job",
+            index=models.Index(fields=["project", "-created_at", "-order"], name="job_project_created_order"),
         ),
     ]
