@@ -162,7 +162,11 @@ def create_batch(
     if webhook:
         check_webhook_url(webhook)
     if validate:
-        _validate_jobs(get_adapter(device), sequence_builder, specs, 0)
+        adapter = get_adapter(device)
+        config_errors = adapter.validate_configuration(configuration)
+        if config_errors:
+            raise InvalidInput(" ".join(config_errors), field="configuration")
+        _validate_jobs(adapter, sequence_builder, specs, 0)
     with transaction.atomic():
         batch = Batch.objects.create(
             project=project,

@@ -103,6 +103,10 @@ class Adapter:
             errors.append(f"The register has {n_atoms} atoms; {self.device.name} allows at most {max_atoms}.")
         return errors
 
+    def validate_configuration(self, configuration: dict[str, Any] | None) -> list[str]:
+        """Checks on the batch's `configuration` (noise model, sampling rate…), at submission."""
+        return []
+
     def run(self, built: Sequence, runs: int, config: RunConfig) -> Result:
         raise NotImplementedError
 

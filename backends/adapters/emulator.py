@@ -31,14 +31,20 @@ def _noise_model(configuration: dict[str, Any], device: Any = None) -> Any:
 
     if not configuration.get("with_noise"):
         return None
+    import jsonschema
+
     params = configuration.get("noise_model")
     try:
         if isinstance(params, str):
             return NoiseModel.from_abstract_repr(params)
         if isinstance(params, dict) and params:
             return NoiseModel(**params)
+        if params is not None and not isinstance(params, dict):
+            raise TypeError("give NoiseModel keyword arguments (an object) or its abstract representation (a string)")
+    except jsonschema.ValidationError as exc:
+        raise InvalidInput(f"configuration.noise_model is not a valid Pulser NoiseModel: {exc.message}") from exc
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"configuration.noise_model is not a valid Pulser NoiseModel: {exc}") from exc
+        raise InvalidInput(f"configuration.noise_model is not a valid Pulser NoiseModel: {exc}"[:400]) from exc
     default = getattr(device, "default_noise_model", None)
     return default if default is not None else NoiseModel(**DEFAULT_NOISE)
 
@@ -52,8 +58,30 @@ def _options(runs: int, config: RunConfig, device: Any) -> dict[str, Any]:
     return options
 
 
+def _check_options(adapter: Adapter, configuration: dict[str, Any] | None, extra: Any = None) -> list[str]:
+    try:
+        _options(1, RunConfig(configuration=configuration or {}), adapter.pulser_device)
+        if extra is not None:
+            extra(configuration or {})
+    except InvalidInput as exc:
+        return [exc.message]
+    return []
+
+
+def _sampling_rate(configuration: dict[str, Any]) -> float | None:
+    rate = configuration.get("sampling_rate")
+    if rate is None:
+        return None
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate <= 1:
+        raise InvalidInput(f"configuration.sampling_rate must be a number in (0, 1]; got {rate!r}.")
+    return float(rate)
+
+
 class QutipAdapter(Adapter):
     """EMU_FREE: exact emulation with QuTiP through pulser-simulation's QutipBackendV2."""
+
+    def validate_configuration(self, configuration: dict[str, Any] | None) -> list[str]:
+        return _check_options(self, configuration, _sampling_rate)
 
     def status(self) -> tuple[str, str]:
         if importlib.util.find_spec("pulser_simulation") is None:
@@ -64,11 +92,9 @@ class QutipAdapter(Adapter):
         from pulser_simulation import QutipBackendV2, QutipConfig
 
         options = _options(runs, config, self.pulser_device)
-        rate = config.configuration.get("sampling_rate")
+        rate = _sampling_rate(config.configuration)
         if rate is not None:
-            if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 < rate <= 1:
-                raise InvalidInput(f"configuration.sampling_rate must be a number in (0, 1]; got {rate!r}.")
-            options["sampling_rate"] = float(rate)
+            options["sampling_rate"] = rate
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = QutipBackendV2(built, config=QutipConfig(**options)).run()
@@ -79,6 +105,9 @@ class EmuTorchAdapter(Adapter):
     """EMU_SV / EMU_MPS: Pasqal's torch emulators, optional (requirements-emu.txt)."""
 
     package = ""
+
+    def validate_configuration(self, configuration: dict[str, Any] | None) -> list[str]:
+        return _check_options(self, configuration)
 
     def status(self) -> tuple[str, str]:
         if importlib.util.find_spec(self.package) is None:

@@ -211,3 +211,25 @@ def test_empty_qubits(submit):
 def test_a_float_trap_id(submit):
     message = refused(submit(jobs=[good(qubits={"q0": 1.0})]))
     assert message == "Job 0: 'qubits' must map qubit ids to integer trap ids."
+
+
+@pytest.mark.parametrize(
+    ("configuration", "expected"),
+    [
+        (
+            {"with_noise": True, "noise_model": {"p_false_pos": 2}},
+            "configuration.noise_model is not a valid Pulser NoiseModel: ",
+        ),
+        ({"with_noise": True, "noise_model": [1, 2]}, "configuration.noise_model is not a valid Pulser NoiseModel: "),
+        ({"sampling_rate": 0}, "configuration.sampling_rate must be a number in (0, 1]; got 0."),
+    ],
+    ids=["noise-out-of-range", "noise-not-an-object", "sampling-rate"],
+)
+def test_a_bad_emulator_configuration(submit, configuration, expected):
+    message = refused(submit(configuration=configuration))
+    assert message.startswith(expected)
+
+
+def test_a_good_noise_configuration_is_accepted(submit):
+    configuration = {"with_noise": True, "noise_model": {"p_false_pos": 0.1}, "sampling_rate": 0.5}
+    assert submit(configuration=configuration).status_code == 200
