@@ -40,10 +40,11 @@ def advance(device_id: UUID | str) -> None:
         if job_ids:
             Job.objects.filter(pk__in=job_ids).update(dispatched_at=now)
             queue = device.queue
-            transaction.on_commit(lambda: _send(job_ids, queue))
+            transaction.on_commit(lambda: send_jobs(job_ids, queue))
 
 
-def _send(job_ids: list[UUID], queue: str) -> None:
+def send_jobs(job_ids: list[UUID], queue: str) -> None:
+    """Hint the device's workers (after commit). A lost message is re-sent by the tick."""
     from backends.tasks import run_job
 
     for job_id in job_ids:

@@ -16,7 +16,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
 from backends.adapters import Adapter, get_adapter
@@ -206,24 +206,49 @@ def clean_tags(tags: Any) -> list[str]:
 
 
 def add_jobs(batch: Batch, raw_jobs: Any, *, by: AbstractBaseUser) -> Batch:
-    """Rule 6: jobs are added only to an open batch that is PENDING or RUNNING."""
-    batch.refresh_from_db(fields=["status", "open", "jobs_count"])
+    """Rule 6: jobs are added only to an open batch that is PENDING or RUNNING.
+
+    Rule 4's promise (an added job starts at once) is kept without a full `advance`: a
+    RUNNING batch owns its slot, so when none of its earlier jobs is pending or running the
+    first new job is sent to the device queue straight from this transaction.
+    """
     specs = raw_jobs if parse_done(raw_jobs) else parse_job_specs(raw_jobs, first_index=batch.jobs_count)
-    _check_open(batch)  # early, before the costly validation; checked again under the lock
+    # Early, before the costly validation. A stale `batch` can only be behind the database
+    # (states move forward), so a refusal here is right; a pass is re-checked under the lock.
+    _check_open(batch)
     _validate_jobs(get_adapter(batch.device), batch.sequence_builder, specs, batch.jobs_count)
     with transaction.atomic():
-        # Lock the batch: a concurrent close or a second add must see our jobs_count.
-        locked = Batch.objects.select_for_update().select_related("device").get(pk=batch.pk)
+        # Lock the batch row only (of=self: not the joined device, which advance locks first).
+        # One round trip: the lock, the device, the project, and whether a job is still active.
+        active = Job.objects.filter(batch_id=OuterRef("pk"), status__in=[JobStatus.PENDING, JobStatus.RUNNING])
+        locked = (
+            Batch.objects.select_for_update(of=("self",))
+            .select_related("device", "project")
+            .annotate(has_active_job=Exists(active))
+            .get(pk=batch.pk)
+        )
         _check_open(locked)
         start = locked.jobs_count
-        created = Job.objects.bulk_create(_new_jobs(locked, specs, by, start))
-        Batch.objects.filter(pk=batch.pk).update(
-            jobs_count=F("jobs_count") + len(specs), last_activity_at=timezone.now()
+        now = timezone.now()
+        device = locked.device
+        idle_running = (
+            bool(specs)
+            and locked.status == BatchStatus.RUNNING
+            and device.status == Device.Status.UP
+            and not locked.has_active_job
         )
+        new_jobs = _new_jobs(locked, specs, by, start)
+        if idle_running:
+            new_jobs[0].dispatched_at = now  # sent on commit, below
+        created = Job.objects.bulk_create(new_jobs)
+        Batch.objects.filter(pk=batch.pk).update(jobs_count=F("jobs_count") + len(specs), last_activity_at=now)
         credits.charge_jobs(locked, created, by=by)
-        device_id = locked.device_id
-        transaction.on_commit(lambda: scheduler.advance(device_id), robust=True)
-    return Batch.objects.get(pk=batch.pk)
+        if idle_running:
+            first = created[0].pk
+            transaction.on_commit(lambda: scheduler.send_jobs([first], device.queue), robust=True)
+        else:
+            transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
+    return Batch.objects.select_related("device").get(pk=batch.pk)
 
 
 def _check_open(batch: Batch) -> None:
