@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -26,7 +27,7 @@ def _qpu_specs_fallback() -> str:
     return str(dataclasses.replace(AnalogDevice, name="FRESNEL").to_abstract_repr())
 
 
-def catalogue() -> list[dict[str, object]]:
+def catalogue() -> list[dict[str, Any]]:
     emu_slots = max(1, int(getattr(settings, "EMULATOR_SLOTS", 2)))
     return [
         {"name": "EMU_FREE", "backend": Device.Backend.QUTIP, "price_per_run": 1, "slots": emu_slots},

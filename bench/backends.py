@@ -139,7 +139,9 @@ def create_1000(report: common.Report, user: Any, project: Any, reps: int) -> No
     from batches.services import create_batch
 
     sequence = six_atom_sequence()
-    jobs = [{"runs": 100, "variables": {"omega_max": 1.0 + (i % 90) / 10, "qubits": QUBITS}} for i in range(1000)]
+    jobs: list[dict[str, Any]] = [
+        {"runs": 100, "variables": {"omega_max": 1.0 + (i % 90) / 10, "qubits": QUBITS}} for i in range(1000)
+    ]
 
     def tweezer() -> float:
         sequence_cache._items.clear()  # pay the deserialization like pulser does

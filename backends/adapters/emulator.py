@@ -22,7 +22,7 @@ def _serialise(results: Any) -> str | None:
 
 
 #: With `with_noise` and no model, the SPAM errors pulser used as its defaults (eta, epsilon, epsilon').
-DEFAULT_NOISE = {"state_prep_error": 0.005, "p_false_pos": 0.01, "p_false_neg": 0.05}
+DEFAULT_NOISE: dict[str, Any] = {"state_prep_error": 0.005, "p_false_pos": 0.01, "p_false_neg": 0.05}
 
 
 def _noise_model(configuration: dict[str, Any], device: Any = None) -> Any:

@@ -161,6 +161,7 @@ def test_counts_only_results_still_get_pulser_serialised_results(qpu):
 
     text = _serialise_counter(built_sequence(3), {"000": 7, "101": 3})
 
+    assert text is not None
     restored = Results.from_abstract_repr(text)
     assert restored.final_bitstrings == Counter({"000": 7, "101": 3})
     assert list(restored.atom_order) == ["q0", "q1", "q2"]

@@ -50,6 +50,7 @@ def test_an_emu_free_result_is_a_file_with_counter_raw_and_pulser_results(member
     assert job.status == JobStatus.DONE
     assert Path(settings.VAR_DIR, "results", job.result_path).is_file()
     result = read_result(job)
+    assert result is not None
     assert sum(result["counter"].values()) == 64
     assert len(result["raw"]) == 64 and set(result["raw"]) == set(result["counter"])
     restored = Results.from_abstract_repr(result["serialised_results"])
@@ -72,7 +73,8 @@ def test_a_fresnel_job_runs_on_the_qpu_once_despite_faults(member, fresnel, qpu)
 
     job.refresh_from_db()
     assert job.status == JobStatus.DONE, job.errors
-    assert sum(read_result(job)["counter"].values()) == 25
+    result = read_result(job)
+    assert result is not None and sum(result["counter"].values()) == 25
     assert qpu.stats()["submissions"] == {str(job.pk): 3}
     assert qpu.stats()["runs"] == {str(job.pk): 1}
 
