@@ -208,6 +208,8 @@ def start_worker(env: dict[str, str], *, concurrency: int = 2, name: str = "benc
 
     command = worker_command(DEVICE_QUEUES, concurrency=concurrency, name=f"{name}-{os.getpid()}")
     command[command.index("warning")] = "info"
+    # With the beat tick, as in production: a lost message is re-sent instead of stalling a batch.
+    command += ["-B", "-s", str(VAR_DIR / f"{DB_NAME}-{name}-beat-schedule")]
     log = f"{DB_NAME}-worker-{name}.log"
     return Process(command, env, log, _log_has(VAR_DIR / log, " ready."))
 

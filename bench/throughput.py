@@ -58,8 +58,11 @@ def main() -> int:
                     "complete": True,
                 }
                 ids.append(common.post_json(session, f"{base}/core/api/v1/batches", payload)["id"])
+            deadline = time.monotonic() + 900
             for batch_id in ids:
                 while session.get(f"{base}/core/api/v1/batches/{batch_id}/status").json()["data"]["status"] != "DONE":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"batch {batch_id} not DONE after 900 s")
                     time.sleep(0.05)
             return time.perf_counter() - t0
 
