@@ -47,7 +47,8 @@ def small_qpu(tmp_path):  # type: ignore[no-untyped-def]
     specs.write_text(
         dataclasses.replace(AnalogDevice, name="FRESNEL", max_atom_num=20, max_runs=500).to_abstract_repr()
     )
-    sim = QpuSimulator(tmp_path / "qpu.log", "--specs-file", str(specs))
+    # Its first /specs answer is a 503 (set from the command line): sync_devices retries.
+    sim = QpuSimulator(tmp_path / "qpu.log", "--specs-file", str(specs), "--faults", '{"specs": ["503"]}')
     yield sim
     sim.stop()
 
@@ -57,6 +58,8 @@ def test_sync_devices_loads_fresnel_specs_and_status_from_the_qpu_endpoint(db, s
     assert Device.objects.get(name="FRESNEL").status == "DOWN"  # no QPU_URL yet
 
     settings.QPU_URL = small_qpu.url
+    settings.QPU_BACKOFF_SECONDS = 0.05
+    assert small_qpu.stats()["faults"] == {"specs": ["503"]}
     out = io.StringIO()
     call_command("sync_devices", stdout=out)
 
@@ -65,6 +68,7 @@ def test_sync_devices_loads_fresnel_specs_and_status_from_the_qpu_endpoint(db, s
     assert deserialize_device(fresnel.specs).max_runs == 500
     assert (fresnel.status, fresnel.status_reason) == ("UP", "")
     assert "FRESNEL    UP" in out.getvalue()
+    assert small_qpu.stats()["faults"] == {}  # the 503 was met and retried
 
     small_qpu.faults(health="MAINTENANCE", reason="recalibrating")
     call_command("sync_devices", stdout=io.StringIO())
