@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-reliability lint format bench migrate assets emulators clean
+.PHONY: install run test test-sdk-pinned test-reliability lint format bench migrate assets emulators clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: migrate
 
 test: $(STAMP)
 	$(PY) -m pytest tests --ignore=tests/reliability $(PYTEST_ARGS)
+
+# tests/sdk with pasqal-cloud 0.22 (what pulser-pasqal pins) in its own venv, var/venv-sdk022.
+test-sdk-pinned:
+	tests/sdk/run_pinned_sdk.sh $(PYTEST_ARGS)
 
 # Exit code 5 = no test collected (the battery is empty on a fresh branch): not a failure.
 test-reliability: $(STAMP)

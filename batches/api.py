@@ -20,7 +20,7 @@ from jobs.api import CancelJobsOut, JobOut, cancel_jobs_json, job_json
 from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import Job, JobStatus
 from portal.access import project_for
-from portal.api import ERRORS, envelope, ok
+from portal.api import ERRORS, committed, envelope, ok
 from portal.errors import InvalidInput, NotFound
 from portal.middleware import json_depth_ok
 
@@ -172,7 +172,7 @@ def _parse_body(request: HttpRequest) -> Any:
 
 @router.post("/api/v1/batches", response={200: envelope(BatchOut), **ERRORS})
 def create_batch(request: HttpRequest, payload: BatchIn) -> Any:
-    return idempotent(request, lambda: _create_batch(request, payload))
+    return idempotent(request, envelope(BatchOut), lambda: _create_batch(request, payload))
 
 
 def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
@@ -243,15 +243,18 @@ def _counts_for(batches: list[Batch]) -> dict[Any, dict[str, int]]:
 
 @router.patch("/api/v1/batches/cancel", response={200: envelope(CancelBatchesOut), **ERRORS})
 def cancel_batches(request: HttpRequest, payload: CancelBatchesIn) -> dict[str, Any]:
-    canceled, errors = [], {}
-    for batch_id in payload.batch_ids:
-        try:
-            batch = services.get_batch_for(request.user, batch_id)
-            services.cancel_batch(batch, by=request.user)
-            canceled.append(batch_json(Batch.objects.select_related("device").get(pk=batch.pk)))
-        except (NotFound, services.Conflict) as exc:
-            errors[str(batch_id)] = exc.message
-    return ok({"batches": canceled, "errors": errors})
+    def cancel_each() -> dict[str, Any]:
+        canceled, errors = [], {}
+        for batch_id in dict.fromkeys(payload.batch_ids):
+            try:
+                batch = services.get_batch_for(request.user, batch_id)
+                services.cancel_batch(batch, by=request.user)
+                canceled.append(batch_json(Batch.objects.select_related("device").get(pk=batch.pk)))
+            except (NotFound, services.Conflict) as exc:
+                errors[str(batch_id)] = exc.message
+        return ok({"batches": canceled, "errors": errors})
+
+    return committed(envelope(CancelBatchesOut), cancel_each)
 
 
 @router.get("/api/v2/batches/{batch_id}", response={200: envelope(BatchOut), **ERRORS})
@@ -269,37 +272,47 @@ def get_batch_status(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
 @router.patch("/api/v2/batches/{batch_id}/complete", response={200: envelope(BatchOut), **ERRORS})
 def close_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
     batch = services.get_batch_for(request.user, batch_id)
-    return ok(_full(services.close_batch(batch, by=request.user)))
+    return committed(envelope(BatchOut), lambda: ok(_full(services.close_batch(batch, by=request.user))))
 
 
 @router.patch("/api/v2/batches/{batch_id}/cancel", response={200: envelope(BatchOut), **ERRORS})
 def cancel_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
     batch = services.get_batch_for(request.user, batch_id)
-    services.cancel_batch(batch, by=request.user)
-    return ok(_full(batch))
+
+    def cancel() -> dict[str, Any]:
+        services.cancel_batch(batch, by=request.user)
+        return ok(_full(batch))
+
+    return committed(envelope(BatchOut), cancel)
 
 
 @router.post("/api/v2/batches/{batch_id}/jobs", response={200: envelope(BatchOut), **ERRORS})
 def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[list[JobIn]]) -> Any:
     batch = services.get_batch_for(request.user, batch_id)
-    return idempotent(request, lambda: ok(_full(services.add_jobs(batch, _parse_body(request), by=request.user))))
+    return idempotent(
+        request, envelope(BatchOut), lambda: ok(_full(services.add_jobs(batch, _parse_body(request), by=request.user)))
+    )
 
 
 @router.patch("/api/v1/batches/{batch_id}/tags", response={200: envelope(BatchOut), **ERRORS})
 def set_tags(request: HttpRequest, batch_id: UUID, tags: Body[list[str]]) -> dict[str, Any]:
     batch = services.get_batch_for(request.user, batch_id)
-    return ok(_full(services.set_tags(batch, tags)))
+    return committed(envelope(BatchOut), lambda: ok(_full(services.set_tags(batch, tags))))
 
 
 @router.post("/api/v1/batches/{batch_id}/rebatch", response={200: envelope(BatchOut), **ERRORS})
 def rebatch(request: HttpRequest, batch_id: UUID, filters: Query[RebatchFilter]) -> dict[str, Any]:
     batch = services.get_batch_for(request.user, batch_id)
     jobs = filter_jobs(batch.jobs.all(), filters).order_by("order")
-    return ok(_full(services.rebatch(batch, jobs, by=request.user)))
+    return committed(envelope(BatchOut), lambda: ok(_full(services.rebatch(batch, jobs, by=request.user))))
 
 
 @router.patch("/api/v2/batches/{batch_id}/cancel/jobs", response={200: envelope(CancelJobsOut), **ERRORS})
 def cancel_jobs(request: HttpRequest, batch_id: UUID, filters: Query[CancelJobFilter]) -> dict[str, Any]:
     batch = services.get_batch_for(request.user, batch_id)
-    report, errors = services.cancel_jobs(batch, filter_jobs(batch.jobs.all(), filters), by=request.user)
-    return ok(cancel_jobs_json(report.canceled, errors))
+
+    def cancel() -> dict[str, Any]:
+        report, errors = services.cancel_jobs(batch, filter_jobs(batch.jobs.all(), filters), by=request.user)
+        return ok(cancel_jobs_json(report.canceled, errors))
+
+    return committed(envelope(CancelJobsOut), cancel)

@@ -9,30 +9,47 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
+from ninja import Schema
 
 from batches.models import IdempotentRequest
+from portal.api import committed
 from portal.errors import Conflict, InvalidInput
 
 
-def idempotent(request: HttpRequest, view: Callable[[], Any]) -> Any:
-    """Run `view()` once per (user, Idempotency-Key); replay its answer on a retry."""
+def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], dict[str, Any]]) -> Any:
+    """Run `view()` once per (user, Idempotency-Key); replay its answer on a retry.
+
+    The work, its rendered response and the stored copy commit together (see `committed`);
+    a refused request (4xx) stores nothing, so the client may fix it and retry with the key.
+    """
     key = request.headers.get("Idempotency-Key")
     if not key:
-        return view()
+        return committed(schema, view)
     if len(key) > 255:
         raise InvalidInput("'Idempotency-Key' must be at most 255 characters.", field="Idempotency-Key")
     fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + request.body).hexdigest()
-    previous = IdempotentRequest.objects.filter(user=request.user, key=key).first()
-    if previous is not None:
-        if previous.fingerprint != fingerprint:
-            raise Conflict("This Idempotency-Key was already used for a different request.")
-        return JsonResponse(json.loads(previous.body), status=previous.status_code)
-    body = view()
+    replay = _replay(request, key, fingerprint)
+    if replay is not None:
+        return replay
     try:
         with transaction.atomic():
+            body = committed(schema, view)
             IdempotentRequest.objects.create(
-                user=request.user, key=key, fingerprint=fingerprint, status_code=200, body=json.dumps(body, default=str)
+                user=request.user, key=key, fingerprint=fingerprint, status_code=200, body=json.dumps(body)
             )
     except IntegrityError:
-        pass  # a concurrent twin stored its answer first; ours is equally valid
+        # A concurrent twin with the same key committed first: our work rolled back; answer as it did.
+        replay = _replay(request, key, fingerprint)
+        if replay is None:
+            raise
+        return replay
     return body
+
+
+def _replay(request: HttpRequest, key: str, fingerprint: str) -> JsonResponse | None:
+    previous = IdempotentRequest.objects.filter(user=request.user, key=key).first()
+    if previous is None:
+        return None
+    if previous.fingerprint != fingerprint:
+        raise Conflict("This Idempotency-Key was already used for a different request.", field="Idempotency-Key")
+    return JsonResponse(json.loads(previous.body), status=previous.status_code)

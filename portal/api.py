@@ -7,8 +7,11 @@ errors, Bearer tokens, 400 (not 422) for invalid input. Rules live in the servic
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
@@ -54,11 +57,20 @@ ERRORS: dict[int, type[Schema]] = dict.fromkeys((400, 401, 402, 403, 404, 409, 4
 _envelopes: dict[tuple[Any, bool], type[Schema]] = {}
 
 
+def _schema_name(data: Any) -> str:
+    """A unique component name: `list[JobOut]` -> "JobOutList" (a generic's __name__ is just "list")."""
+    args = getattr(data, "__args__", None)
+    if not args:
+        return str(data.__name__)
+    inner = "".join(_schema_name(arg).capitalize() if arg in (str, int) else _schema_name(arg) for arg in args)
+    return inner + str(data.__origin__.__name__).capitalize()
+
+
 def envelope(data: Any, *, paginated: bool = False) -> type[Schema]:
     """The response schema `{status, code, message, data, pagination?}` around `data`."""
     key = (data, paginated)
     if key not in _envelopes:
-        name = getattr(data, "__name__", None) or getattr(getattr(data, "__args__", [None])[0], "__name__", "Data")
+        name = _schema_name(data)
         suffix = "Page" if paginated else "Envelope"
         fields: dict[str, Any] = {
             "status": (str, "success"),
@@ -77,6 +89,21 @@ def ok(data: Any, *, code: int = 200, pagination: dict[str, int] | None = None) 
     if pagination is not None:
         body["pagination"] = pagination
     return body
+
+
+def render(schema: type[Schema], body: dict[str, Any]) -> dict[str, Any]:
+    """`body` exactly as ninja will serialise it (defaults filled in, JSON types)."""
+    return schema.model_validate(body).model_dump(mode="json")
+
+
+def committed(schema: type[Schema], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a mutating endpoint and render its response in ONE transaction.
+
+    The SDK re-sends a request answered 5xx: a response that failed to serialise after the
+    commit would duplicate the batch. Here such a failure rolls the change back instead.
+    """
+    with transaction.atomic():
+        return render(schema, build())
 
 
 api = NinjaAPI(
@@ -107,6 +134,14 @@ def _domain_error(request: HttpRequest, exc: TweezerError) -> HttpResponse:
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return _error(request, 401, "Missing or invalid API token: send 'Authorization: Bearer <token>'.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    from django.conf import settings
+
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return _error(request, 413, f"Request body too large: the limit is {limit} bytes.")
 
 
 @api.exception_handler(HttpError)

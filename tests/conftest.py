@@ -202,7 +202,11 @@ def sdk_for(live_server: Any) -> Callable[[Any], Any]:
     """The real pasqal-cloud SDK pointed at the live server, for a membership with a token."""
     from pasqal_cloud.authentication import TokenProvider
     from pasqal_cloud.endpoints import Endpoints
-    from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
+
+    try:
+        from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
+    except ImportError:  # pasqal-cloud 0.22, the line pulser-pasqal pins (tests/sdk/run_pinned_sdk.sh)
+        from pasqal_cloud import SDK as PasqalCloudClient
 
     class StaticToken(TokenProvider):
         def __init__(self, token: str) -> None:

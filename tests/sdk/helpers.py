@@ -33,7 +33,7 @@ def wait_batch_settled(sdk: Any, batch_id: str, timeout: float = 120) -> Any:
     """Poll the SDK's own status call (no 2-4-8 s back-off) until no job is pending or running."""
 
     def settled() -> Any:
-        status = sdk._get_batch_status(batch_id)
+        status = batch_data(sdk, batch_id)
         counts = status["jobs_count_per_status"]
         return status if not counts.get("PENDING") and not counts.get("RUNNING") else None
 
@@ -42,7 +42,16 @@ def wait_batch_settled(sdk: Any, batch_id: str, timeout: float = 120) -> Any:
 
 def wait_batch_done(sdk: Any, batch_id: str, timeout: float = 120) -> Any:
     """Poll until the (closed) batch itself is terminal; returns the refreshed SDK Batch."""
-    wait_until(
-        lambda: sdk._get_batch_status(batch_id)["status"] not in ("PENDING", "RUNNING"), timeout=timeout, interval=0.2
-    )
+    wait_until(lambda: batch_data(sdk, batch_id)["status"] not in ("PENDING", "RUNNING"), timeout=timeout, interval=0.2)
     return sdk.get_batch(batch_id)
+
+
+def batch_data(sdk: Any, batch_id: str) -> dict[str, Any]:
+    """GET /api/v2/batches/{id} through the SDK's HTTP client (both SDK lines have it)."""
+    return dict(sdk._client.get_batch(batch_id))
+
+
+def sdk_version(sdk: Any) -> tuple[int, ...]:
+    from pasqal_cloud._version import __version__
+
+    return tuple(int(part) for part in __version__.split(".")[:3])

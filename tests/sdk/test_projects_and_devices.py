@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from pasqal_cloud.endpoints import Endpoints
 from pasqal_cloud.errors import BatchCreationError, ProjectFetchingError, ProjectNotFoundError
-from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
+
+try:
+    from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
+except ImportError:  # pasqal-cloud 0.22 (the line pulser-pasqal pins)
+    from pasqal_cloud import SDK as PasqalCloudClient
 
 from backends.models import Device
 from portal.models import Project
