@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import timedelta
 
 import pytest
@@ -132,7 +133,13 @@ def test_cancel_batches_cancels_many_and_reports_the_others(sdk, sdk_for, make_m
 
 def test_add_jobs_to_an_open_batch_with_wait(sdk, worker):
     batch = sdk.create_batch(omega_sequence(), [], open=True, device_type="EMU_FREE")
-    updated = sdk.add_jobs(batch.id, [JOB, {"runs": 30, "variables": {"omega_max": 3.0}}], wait=True)
+    jobs = [JOB, {"runs": 30, "variables": {"omega_max": 3.0}}]
+    if "wait" in inspect.signature(sdk.add_jobs).parameters:
+        updated = sdk.add_jobs(batch.id, jobs, wait=True)
+    else:  # pasqal-cloud 0.22: sdk.add_jobs has no `wait` (batch.add_jobs has)
+        sdk.add_jobs(batch.id, jobs)
+        wait_batch_settled(sdk, batch.id)
+        updated = sdk.get_batch(batch.id)
     assert updated.jobs_count_per_status["DONE"] == 2
     assert [sum(j.result.values()) for j in updated.ordered_jobs] == [10, 30]
     batch.close()
