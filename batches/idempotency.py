@@ -27,7 +27,7 @@ def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], di
         return committed(schema, view)
     if len(key) > 255:
         raise InvalidInput("'Idempotency-Key' must be at most 255 characters.", field="Idempotency-Key")
-    fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + request.body).hexdigest()
+    fingerprint = hashlib.sha256((request.method or "").encode() + request.path.encode() + request.body).hexdigest()
     replay = _replay(request, key, fingerprint)
     if replay is not None:
         return replay

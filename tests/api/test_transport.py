@@ -329,3 +329,36 @@ def test_list_endpoints_cost_the_same_number_of_queries_for_few_or_many_rows(api
         api.create(jobs=[JOB] * 20)
     many = [queries("/api/v2/jobs?limit=100"), queries("/api/v1/batches?limit=100")]
     assert many == few  # no query per row (N+1)
+
+
+def test_two_racing_requests_with_one_idempotency_key_create_one_batch(devices, member, live_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    Device.objects.filter(name="EMU_FREE").update(status=Device.Status.MAINTENANCE)
+    body = gzip.compress(
+        json.dumps(
+            {
+                "sequence_builder": SEQUENCE,
+                "jobs": [JOB],
+                "device_type": "EMU_FREE",
+                "project_id": str(member.project_id),
+            }
+        ).encode()
+    )
+    headers = {
+        "Authorization": f"Bearer {member.token}",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+        "Idempotency-Key": "race-1",
+    }
+
+    def post(_: int) -> Any:
+        return requests.post(f"{live_server.url}/core/api/v1/batches", data=body, headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(post, range(4)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.json()["data"]["id"] for a in answers}) == 1
+    assert Batch.objects.count() == 1 and CreditTransaction.objects.filter(kind="CHARGE").count() == 1
