@@ -75,7 +75,7 @@ def test_killed_connections_during_submissions_leave_no_partial_batch_and_no_hal
         try:
             while not stop.is_set():
                 killed += terminate_other_backends(spare)
-                time.sleep(rng.uniform(0.1, 0.5))  # some requests get through, some do not
+                time.sleep(rng.uniform(0.3, 1.0))  # some requests get through, some do not
         finally:
             connection.close()
 
