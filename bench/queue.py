@@ -6,7 +6,7 @@ worker (bench/bare_app.py) start side by side. The open batch is idle (its slot 
 process to the job's `start_timestamp` (set by the worker's conditional PENDING->RUNNING), both
 on this host's clock. The floor is `noop.apply_async(...).get()` through the same Redis.
 
-    .venv/bin/python bench/queue.py [--reps 40] [--redis redis://127.0.0.1:6379/1]
+    .venv/bin/python bench/queue.py [--reps 25] [--redis redis://127.0.0.1:6379/1]
 
 Prints absolute p50/p95 of both, then `ratio queue_latency <p50 ratio> (target 2)`.
 """
@@ -31,7 +31,7 @@ from bench import common  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--reps", type=int, default=25)
     parser.add_argument("--redis", default=common.REDIS_URL, help="broker (use your own Redis DB number)")
     parser.add_argument("--db-name", default="bench_tweezer_queue")
     args = parser.parse_args()

@@ -146,3 +146,16 @@ def test_a_platform_error_is_refunded_but_a_user_error_is_not(submit, emu, membe
     refund = CreditTransaction.objects.get(job=job, kind="REFUND")
     assert refund.amount == 3 * qpu.price_per_run and refund.user is None
     assert credits.balance_of(member.project) == balance + refund.amount
+
+
+def test_a_worker_runs_the_next_jobs_of_its_batch_itself_in_order(submit, emu):
+    """No broker hop between the jobs of a batch: one run_job message runs them all, in order."""
+    batch = submit(3)
+    scheduler.advance(emu.pk)
+    (first,) = [j for j in jobs_of(batch) if j.dispatched_at]
+    runner.execute(str(first.pk))
+    jobs = jobs_of(batch)
+    assert [j.status for j in jobs] == ["DONE"] * 3
+    assert [j.attempts for j in jobs] == [1, 1, 1]
+    assert all(jobs[i].end_timestamp <= jobs[i + 1].start_timestamp for i in range(2))
+    assert Batch.objects.get(pk=batch.pk).status == "DONE"
