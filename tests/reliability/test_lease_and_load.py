@@ -65,8 +65,11 @@ def test_twenty_sdk_variational_loops_and_five_pollers_finish_without_a_5xx(
     # Every loop holds an open batch (rule 4): give EMU_FREE a slot per client, so the two
     # worker processes, not the queue of open batches, are what the loops compete for.
     Device.objects.filter(name="EMU_FREE").update(slots=CLIENTS)
-    start_worker(concurrency="1")
-    start_worker(concurrency="1", beat="0")
+    # Production timings (tick 5 s, re-send after 30 s): with the battery's fast ones, re-sent
+    # duplicates of queued jobs pile up in the queue faster than two busy workers drain it.
+    timings = {"TICK_SECONDS": "5", "JOB_REDISPATCH_SECONDS": "30", "JOB_LEASE_SECONDS": "30"}
+    start_worker(concurrency="1", **timings)
+    start_worker(concurrency="1", beat="0", **timings)
     sequence = analog_sequence(2)
     members = [make_member(credits=1_000_000) for _ in range(CLIENTS)]
     finished: list[int] = []
