@@ -34,6 +34,6 @@ def parked(devices):
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_answers_within_its_contract(case, member, parked, live_server):
     case.call_and_validate(base_url=live_server.url, headers={"Authorization": f"Bearer {member.token}"}, checks=CHECKS)
