@@ -103,3 +103,16 @@ def test_staff_grant_credits_in_the_django_admin(admin_client, make_member):
     grant = CreditTransaction.objects.get(project=member.project)
     assert (grant.kind, grant.amount, grant.reason, grant.user.is_staff) == ("GRANT", 500, "new grant", True)
     assert credits.balance_of(member.project) == 500
+
+
+def test_admin_adjustment_below_zero_is_refused_with_a_message(admin_client, make_member):
+    member = make_member(credits=100)
+    response = admin_client.post(
+        "/admin/portal/credittransaction/add/",
+        {"project": member.project.pk, "kind": "ADJUSTMENT", "amount": -500, "reason": "too much"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Not enough credits" in response.content.decode()
+    assert credits.balance_of(member.project) == 100
+    assert not CreditTransaction.objects.filter(project=member.project, kind="ADJUSTMENT").exists()
