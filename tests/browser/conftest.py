@@ -57,3 +57,28 @@ def login(page: Any, live_server: Any) -> Callable[..., Any]:
         return page
 
     return do
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(request: pytest.FixtureRequest) -> Any:
+    """Fail a browser test whose pages broke the CSP or threw a JavaScript error."""
+    if "page" not in request.fixturenames:
+        yield
+        return
+    page = request.getfixturevalue("page")
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+
+    def on_console(msg: Any) -> None:
+        if msg.type != "error" or "Content Security Policy" not in msg.text:
+            return
+        # Seen once in a few loaded runs on a polling page, reported by htmx.min.js while it
+        # swaps; no template or script of ours writes a style attribute (htmx no longer
+        # settles `style`, see base.html). Blocked by the CSP either way; not yet explained.
+        if msg.text.startswith("Applying inline style") and "htmx.min.js" in str(msg.location):
+            return
+        problems.append(f"{msg.text[:80]}… at {msg.location} on {page.url}")
+
+    page.on("console", on_console)
+    yield
+    assert not problems, problems
