@@ -27,6 +27,29 @@ ROOT = Path(__file__).resolve().parent.parent
 DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences", "django_db_serialized_rollback"}
 
 
+def _retry_flush_on_deadlock() -> None:
+    """The session worker's beat tick may hold row locks while a transactional test empties the
+    database (TRUNCATE); PostgreSQL then kills one side with a deadlock. Retry the flush."""
+    from django.db import OperationalError
+    from django.test.testcases import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self: TransactionTestCase) -> None:
+        for attempt in range(5):
+            try:
+                return original(self)
+            except OperationalError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
+
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
+
+
+_retry_flush_on_deadlock()
+
+
 def is_postgres() -> bool:
     return bool(connection.vendor == "postgresql")
 
