@@ -19,7 +19,7 @@ from batches.models import Batch, BatchStatus, Priority
 from jobs.api import CancelJobsOut, JobOut, cancel_jobs_json, job_json
 from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import Job, JobStatus
-from portal.access import project_for
+from portal.access import project_for, request_user
 from portal.api import ERRORS, committed, envelope, ok
 from portal.errors import InvalidInput, NotFound
 from portal.middleware import json_depth_ok
@@ -177,11 +177,11 @@ def create_batch(request: HttpRequest, payload: BatchIn) -> Any:
 
 def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
     raw = _parse_body(request)
-    project = project_for(request.user, payload.project_id)
+    project = project_for(request_user(request), payload.project_id)
     is_open = payload.open if payload.complete is None else not payload.complete
     batch = services.create_batch(
         project,
-        request.user,
+        request_user(request),
         sequence_builder=payload.sequence_builder,
         jobs=raw.get("jobs", []),
         device_type=payload.device_type,
@@ -197,7 +197,7 @@ def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
 
 @router.get("/api/v1/batches", response={200: envelope(list[BatchOut], paginated=True), **ERRORS})
 def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str, Any]:
-    qs = services.batches_for(request.user).select_related("device")
+    qs = services.batches_for(request_user(request)).select_related("device")
     if filters.id:
         qs = qs.filter(pk__in=filters.id)
     if filters.project_id:
@@ -247,8 +247,8 @@ def cancel_batches(request: HttpRequest, payload: CancelBatchesIn) -> dict[str, 
         canceled, errors = [], {}
         for batch_id in dict.fromkeys(payload.batch_ids):
             try:
-                batch = services.get_batch_for(request.user, batch_id)
-                services.cancel_batch(batch, by=request.user)
+                batch = services.get_batch_for(request_user(request), batch_id)
+                services.cancel_batch(batch, by=request_user(request))
                 canceled.append(batch_json(Batch.objects.select_related("device").get(pk=batch.pk)))
             except (NotFound, services.Conflict) as exc:
                 errors[str(batch_id)] = exc.message
@@ -259,28 +259,28 @@ def cancel_batches(request: HttpRequest, payload: CancelBatchesIn) -> dict[str, 
 
 @router.get("/api/v2/batches/{batch_id}", response={200: envelope(BatchOut), **ERRORS})
 def get_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
-    batch = services.get_batch_for(request.user, batch_id)
+    batch = services.get_batch_for(request_user(request), batch_id)
     return ok(batch_json(batch, with_sequence=True, with_jobs=True))
 
 
 @router.get("/api/v1/batches/{batch_id}/status", response={200: envelope(BatchStatusOut), **ERRORS})
 def get_batch_status(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
-    batch = services.get_batch_for(request.user, batch_id)
+    batch = services.get_batch_for(request_user(request), batch_id)
     return ok({"status": batch.status, "jobs_count_per_status": services.jobs_count_per_status(batch)})
 
 
 @router.patch("/api/v2/batches/{batch_id}/complete", response={200: envelope(BatchOut), **ERRORS})
 def close_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
-    batch = services.get_batch_for(request.user, batch_id)
-    return committed(envelope(BatchOut), lambda: ok(_full(services.close_batch(batch, by=request.user))))
+    batch = services.get_batch_for(request_user(request), batch_id)
+    return committed(envelope(BatchOut), lambda: ok(_full(services.close_batch(batch, by=request_user(request)))))
 
 
 @router.patch("/api/v2/batches/{batch_id}/cancel", response={200: envelope(BatchOut), **ERRORS})
 def cancel_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
-    batch = services.get_batch_for(request.user, batch_id)
+    batch = services.get_batch_for(request_user(request), batch_id)
 
     def cancel() -> dict[str, Any]:
-        services.cancel_batch(batch, by=request.user)
+        services.cancel_batch(batch, by=request_user(request))
         return ok(_full(batch))
 
     return committed(envelope(BatchOut), cancel)
@@ -288,31 +288,33 @@ def cancel_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
 
 @router.post("/api/v2/batches/{batch_id}/jobs", response={200: envelope(BatchOut), **ERRORS})
 def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[list[JobIn]]) -> Any:
-    batch = services.get_batch_for(request.user, batch_id)
+    batch = services.get_batch_for(request_user(request), batch_id)
     return idempotent(
-        request, envelope(BatchOut), lambda: ok(_full(services.add_jobs(batch, _parse_body(request), by=request.user)))
+        request,
+        envelope(BatchOut),
+        lambda: ok(_full(services.add_jobs(batch, _parse_body(request), by=request_user(request)))),
     )
 
 
 @router.patch("/api/v1/batches/{batch_id}/tags", response={200: envelope(BatchOut), **ERRORS})
 def set_tags(request: HttpRequest, batch_id: UUID, tags: Body[list[str]]) -> dict[str, Any]:
-    batch = services.get_batch_for(request.user, batch_id)
+    batch = services.get_batch_for(request_user(request), batch_id)
     return committed(envelope(BatchOut), lambda: ok(_full(services.set_tags(batch, tags))))
 
 
 @router.post("/api/v1/batches/{batch_id}/rebatch", response={200: envelope(BatchOut), **ERRORS})
 def rebatch(request: HttpRequest, batch_id: UUID, filters: Query[RebatchFilter]) -> dict[str, Any]:
-    batch = services.get_batch_for(request.user, batch_id)
+    batch = services.get_batch_for(request_user(request), batch_id)
     jobs = filter_jobs(batch.jobs.all(), filters).order_by("order")
-    return committed(envelope(BatchOut), lambda: ok(_full(services.rebatch(batch, jobs, by=request.user))))
+    return committed(envelope(BatchOut), lambda: ok(_full(services.rebatch(batch, jobs, by=request_user(request)))))
 
 
 @router.patch("/api/v2/batches/{batch_id}/cancel/jobs", response={200: envelope(CancelJobsOut), **ERRORS})
 def cancel_jobs(request: HttpRequest, batch_id: UUID, filters: Query[CancelJobFilter]) -> dict[str, Any]:
-    batch = services.get_batch_for(request.user, batch_id)
+    batch = services.get_batch_for(request_user(request), batch_id)
 
     def cancel() -> dict[str, Any]:
-        report, errors = services.cancel_jobs(batch, filter_jobs(batch.jobs.all(), filters), by=request.user)
+        report, errors = services.cancel_jobs(batch, filter_jobs(batch.jobs.all(), filters), by=request_user(request))
         return ok(cancel_jobs_json(report.canceled, errors))
 
     return committed(envelope(CancelJobsOut), cancel)

@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Schema
 
 from batches.models import IdempotentRequest
+from portal.access import request_user
 from portal.api import committed
 from portal.errors import Conflict, InvalidInput
 
@@ -35,7 +36,7 @@ def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], di
         with transaction.atomic():
             body = committed(schema, view)
             IdempotentRequest.objects.create(
-                user=request.user, key=key, fingerprint=fingerprint, status_code=200, body=json.dumps(body)
+                user=request_user(request), key=key, fingerprint=fingerprint, status_code=200, body=json.dumps(body)
             )
     except IntegrityError:
         # A concurrent twin with the same key committed first: our work rolled back; answer as it did.
@@ -47,7 +48,7 @@ def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], di
 
 
 def _replay(request: HttpRequest, key: str, fingerprint: str) -> JsonResponse | None:
-    previous = IdempotentRequest.objects.filter(user=request.user, key=key).first()
+    previous = IdempotentRequest.objects.filter(user=request_user(request), key=key).first()
     if previous is None:
         return None
     if previous.fingerprint != fingerprint:

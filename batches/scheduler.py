@@ -9,7 +9,7 @@ checked. Celery messages it sends are hints; a lost one is re-sent by the tick.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -62,11 +62,11 @@ def _running_batches(device: Device) -> list[Batch]:
     )
 
 
-def _end_finished_batches(device: Device, now: timezone.datetime) -> None:
+def _end_finished_batches(device: Device, now: datetime) -> None:
     """Rule 3: a closed batch with every job terminal is DONE. Rule 5: an idle open batch times out."""
     timeout = now - timedelta(seconds=settings.OPEN_BATCH_TIMEOUT)
     for batch in _running_batches(device):
-        if batch.active_jobs:
+        if batch.active_jobs:  # type: ignore[attr-defined]  # annotated by _running_batches()
             continue
         if not batch.open:
             finish_batch(batch.pk, BatchStatus.DONE, now=now)
@@ -74,7 +74,7 @@ def _end_finished_batches(device: Device, now: timezone.datetime) -> None:
             time_out_batch(batch.pk, now=now, idle_since=timeout)
 
 
-def finish_batch(batch_id: UUID, status: str, *, now: timezone.datetime | None = None) -> bool:
+def finish_batch(batch_id: UUID, status: str, *, now: datetime | None = None) -> bool:
     """RUNNING -> a terminal status, if nobody got there first. Sends the webhook on success."""
     now = now or timezone.now()
     won = Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING).update(status=status, end_datetime=now)
@@ -83,9 +83,7 @@ def finish_batch(batch_id: UUID, status: str, *, now: timezone.datetime | None =
     return bool(won)
 
 
-def time_out_batch(
-    batch_id: UUID, *, now: timezone.datetime | None = None, idle_since: timezone.datetime | None = None
-) -> bool:
+def time_out_batch(batch_id: UUID, *, now: datetime | None = None, idle_since: datetime | None = None) -> bool:
     """Rule 5: an open batch left idle ends TIMED_OUT; any job still pending is canceled and refunded.
 
     Must run inside a transaction. With `idle_since`, the batch times out only if nothing
@@ -126,7 +124,7 @@ def _busy_slots(device: Device) -> int:
     return running + draining
 
 
-def _fill_idle_slots(device: Device, now: timezone.datetime) -> None:
+def _fill_idle_slots(device: Device, now: datetime) -> None:
     """Rule 1: an idle slot takes the oldest PENDING batch, highest priority first."""
     if device.status != Device.Status.UP:
         return
@@ -144,13 +142,13 @@ def _fill_idle_slots(device: Device, now: timezone.datetime) -> None:
         # and its slot goes to the next batch in this same pass.
         finished = 0
         for batch in _running_batches(device):
-            if not batch.active_jobs and not batch.open:
+            if not batch.active_jobs and not batch.open:  # type: ignore[attr-defined]  # annotated by _running_batches()
                 finished += finish_batch(batch.pk, BatchStatus.DONE, now=now)
         if not started or not finished:
             return
 
 
-def _jobs_to_dispatch(device: Device, now: timezone.datetime) -> list[UUID]:
+def _jobs_to_dispatch(device: Device, now: datetime) -> list[UUID]:
     """Rule 2: each running batch runs one job at a time, in submission order.
 
     A job already sent is sent again only after JOB_REDISPATCH_SECONDS (its message may

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, QuerySet
 from django.utils import timezone
@@ -114,7 +114,7 @@ def _check_device_accepts_work(device: Device) -> None:
         raise InvalidInput(f"Device {device.name} is DOWN{reason}", field="device_type")
 
 
-def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: AbstractBaseUser, start: int) -> list[Job]:
+def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: User, start: int) -> list[Job]:
     price = batch.device.price_per_run
     return [
         Job(
@@ -134,7 +134,7 @@ def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: AbstractBaseUser, st
 
 def create_batch(
     project: Project,
-    user: AbstractBaseUser,
+    user: User,
     *,
     sequence_builder: str | None,
     jobs: Any,
@@ -205,7 +205,7 @@ def clean_tags(tags: Any) -> list[str]:
     return list(dict.fromkeys(t.strip() for t in tags))
 
 
-def add_jobs(batch: Batch, raw_jobs: Any, *, by: AbstractBaseUser) -> Batch:
+def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
     """Rule 6: jobs are added only to an open batch that is PENDING or RUNNING.
 
     Rule 4's promise (an added job starts at once) is kept without a full `advance`: a
@@ -259,13 +259,13 @@ def _check_open(batch: Batch) -> None:
         raise Conflict(f"Batch {batch.id} is closed: jobs can no longer be added.")
 
 
-def retry_job(job: Job, *, by: AbstractBaseUser) -> Batch:
+def retry_job(job: Job, *, by: User) -> Batch:
     """Rule 10: append a copy of `job` to its open batch, remembering which job it retries."""
     spec = JobSpec(runs=job.runs, variables=job.variables, sequence=job.sequence, parent_id=job.pk)
     return add_jobs(job.batch, [spec], by=by)
 
 
-def close_batch(batch: Batch, *, by: AbstractBaseUser | None) -> Batch:
+def close_batch(batch: Batch, *, by: User | None) -> Batch:
     """Rule 6: closing is idempotent; the batch ends DONE once its jobs are terminal."""
     Batch.objects.filter(pk=batch.pk, open=True).update(open=False, last_activity_at=timezone.now())
     scheduler.advance(batch.device_id)
@@ -278,7 +278,7 @@ class CancelReport:
     refunded: int
 
 
-def cancel_job(job: Job, *, by: AbstractBaseUser | None) -> CancelReport:
+def cancel_job(job: Job, *, by: User | None) -> CancelReport:
     """Rule 7: only a PENDING job can be canceled; it is refunded once."""
     with transaction.atomic():
         # Batch before job (the lock order of cancel_batch and the reaper): no deadlock.
@@ -297,7 +297,7 @@ def cancel_job(job: Job, *, by: AbstractBaseUser | None) -> CancelReport:
 
 
 def cancel_pending_jobs(
-    batch: Batch, *, by: AbstractBaseUser | None, reason: str, only: QuerySet[Job] | None = None
+    batch: Batch, *, by: User | None, reason: str, only: QuerySet[Job] | None = None
 ) -> CancelReport:
     """Cancel and refund the batch's PENDING jobs (all, or those in `only`). Caller holds a transaction."""
     pending = (only if only is not None else batch.jobs.all()).filter(status=JobStatus.PENDING)
@@ -315,7 +315,7 @@ def cancel_pending_jobs(
     return CancelReport(canceled=jobs, refunded=refunded)
 
 
-def cancel_batch(batch: Batch, *, by: AbstractBaseUser | None) -> CancelReport:
+def cancel_batch(batch: Batch, *, by: User | None) -> CancelReport:
     """Rule 8: PENDING leaves the queue; RUNNING cancels pending jobs, a running job finishes."""
     with transaction.atomic():
         won = Batch.objects.filter(pk=batch.pk, status__in=[BatchStatus.PENDING, BatchStatus.RUNNING]).update(
@@ -331,9 +331,7 @@ def cancel_batch(batch: Batch, *, by: AbstractBaseUser | None) -> CancelReport:
     return report
 
 
-def cancel_jobs(
-    batch: Batch, jobs: QuerySet[Job], *, by: AbstractBaseUser | None
-) -> tuple[CancelReport, dict[str, str]]:
+def cancel_jobs(batch: Batch, jobs: QuerySet[Job], *, by: User | None) -> tuple[CancelReport, dict[str, str]]:
     """Cancel the PENDING jobs among `jobs`; the others are reported with the reason."""
     errors = {
         str(pk): f"Job {pk} is {status}: only a PENDING job can be canceled."
@@ -349,7 +347,7 @@ def cancel_jobs(
     return report, errors
 
 
-def rebatch(batch: Batch, jobs: Iterable[Job] | None = None, *, by: AbstractBaseUser, filters: Any = None) -> Batch:
+def rebatch(batch: Batch, jobs: Iterable[Job] | None = None, *, by: User, filters: Any = None) -> Batch:
     """Rule 9: a new closed batch, `parent` = `batch`, with copies of the matching jobs, charged anew.
 
     `filters` is the SDK's RebatchFilters shape (id, status, min_runs, max_runs,
@@ -413,11 +411,11 @@ def jobs_count_per_status(batch: Batch) -> dict[str, int]:
     return counts
 
 
-def batches_for(user: AbstractBaseUser) -> QuerySet[Batch]:
+def batches_for(user: User) -> QuerySet[Batch]:
     return Batch.objects.filter(project__memberships__user=user)
 
 
-def get_batch_for(user: AbstractBaseUser, batch_id: UUID | str) -> Batch:
+def get_batch_for(user: User, batch_id: UUID | str) -> Batch:
     """A batch of one of the user's projects, else NotFound (404, never 403: ids don't leak)."""
     batch = batches_for(user).select_related("device", "project").filter(pk=batch_id).first()
     if batch is None:

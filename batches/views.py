@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Avg, Count, F, Q
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
@@ -24,7 +25,7 @@ from batches.models import Batch, BatchStatus
 from jobs.downloads import results_zip_response
 from jobs.filters import filter_jobs
 from jobs.models import Job, JobStatus
-from portal.access import current_project_for
+from portal.access import current_project_for, request_user
 from portal.errors import NotFound, TweezerError
 from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
 
@@ -34,7 +35,7 @@ POLL_FIRST, POLL_MAX = 2, 20
 
 def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
     try:
-        return services.get_batch_for(request.user, batch_id)
+        return services.get_batch_for(request_user(request), batch_id)
     except NotFound as exc:
         raise Http404(exc.message) from exc
 
@@ -69,7 +70,8 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return int(self.object_list.order_by()[: self.COUNT_CAP + 1].count())
+        # object_list is always a QuerySet here (stubs: any sliceable sequence)
+        return int(self.object_list.order_by()[: self.COUNT_CAP + 1].count())  # type: ignore[attr-defined]
 
     @property
     def capped(self) -> bool:
@@ -151,7 +153,7 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
         "spent": services.spent_on(batch),
         **_progress(counts, batch.jobs_count),
     }
-    if request.htmx:
+    if request.htmx:  # type: ignore[attr-defined]  # set by django_htmx's HtmxMiddleware
         return render(request, "batches/partials/_live.html", context)
     return render(request, "batches/detail.html", context)
 
@@ -179,7 +181,7 @@ def _report_cancel(request: HttpRequest, report: services.CancelReport, skipped:
 def cancel_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = _batch(request, batch_id)
     try:
-        report = services.cancel_batch(batch, by=request.user)
+        report = services.cancel_batch(batch, by=request_user(request))
     except TweezerError as exc:
         messages.error(request, exc.message)
     else:
@@ -192,7 +194,7 @@ def cancel_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
 def close_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = _batch(request, batch_id)
     was_open = batch.open
-    batch = services.close_batch(batch, by=request.user)
+    batch = services.close_batch(batch, by=request_user(request))
     if was_open:
         messages.success(request, f"Batch closed: no more jobs can be added. It is {batch.status}.")
     else:
@@ -218,7 +220,7 @@ def cancel_jobs(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     if not selected.exists():
         messages.error(request, "Select at least one job to cancel.")
         return _back(batch)
-    report, errors = services.cancel_jobs(batch, selected, by=request.user)
+    report, errors = services.cancel_jobs(batch, selected, by=request_user(request))
     _report_cancel(request, report, skipped=len(errors))
     return _back(batch)
 
@@ -231,7 +233,7 @@ def retry_job(request: HttpRequest, batch_id: UUID, job_id: UUID) -> HttpRespons
     if job is None:
         raise Http404(f"Job {job_id} not found.")
     try:
-        updated = services.retry_job(job, by=request.user)
+        updated = services.retry_job(job, by=request_user(request))
     except TweezerError as exc:
         messages.error(request, exc.message)
     else:
@@ -248,7 +250,7 @@ def rebatch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     form = JobFilterForm(request.POST)
     jobs = filter_jobs(batch.jobs.all(), form.as_filter()).order_by("order")
     try:
-        new = services.rebatch(batch, jobs, by=request.user)
+        new = services.rebatch(batch, jobs, by=request_user(request))
     except TweezerError as exc:
         messages.error(request, exc.message)
         return _back(batch)
@@ -262,7 +264,7 @@ def rebatch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
 
 
 @login_required
-def download_results(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+def download_results(request: HttpRequest, batch_id: UUID) -> HttpResponseBase:
     """GET: every job's results (DONE batches only, as the seed says); POST: the selected jobs."""
     batch = _batch(request, batch_id)
     short = str(batch.pk)[:8]
@@ -289,7 +291,7 @@ def new_batch(request: HttpRequest) -> HttpResponse:
             sequence, jobs = form.read()
             batch = services.create_batch(
                 project,
-                request.user,
+                request_user(request),
                 sequence_builder=sequence,
                 jobs=jobs,
                 device_type=form.cleaned_data["device_type"].name,

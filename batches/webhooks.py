@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import json
 import socket
+from typing import cast
 from urllib.parse import urlsplit
 
 import requests
@@ -38,7 +39,8 @@ def check_webhook_url(url: str, *, resolve: bool = False) -> None:
             return
         else:
             try:
-                addresses = [info[4][0] for info in socket.getaddrinfo(host, parts.port or 443)]
+                # sockaddr[0] is the address string for AF_INET/AF_INET6 (stubs say str | int)
+                addresses = [info[4][0] for info in socket.getaddrinfo(host, parts.port or 443)]  # type: ignore[misc]
             except OSError as exc:
                 raise InvalidInput(f"'webhook' host {host} does not resolve.", field="webhook") from exc
     if any(_is_private(a) for a in addresses):
@@ -76,7 +78,8 @@ def send_webhook(self, batch_id: str) -> None:  # type: ignore[no-untyped-def]
     summary = batch_summary(batch_id)
     if summary is None:
         return
-    url = Batch.objects.values_list("webhook", flat=True).get(pk=batch_id)
+    # Set: batch_summary() returns None when the batch has no webhook.
+    url = cast(str, Batch.objects.values_list("webhook", flat=True).get(pk=batch_id))
     try:
         # Checked again at delivery, after DNS resolution: a name may now point inside.
         check_webhook_url(url, resolve=True)

@@ -16,6 +16,7 @@ from batches import services
 from jobs.filters import JobFilter, filter_jobs, jobs_for, page
 from jobs.models import Job
 from jobs.results import open_result, sign_job, unsign_job
+from portal.access import request_user
 from portal.api import ERRORS, committed, envelope, ok
 from portal.errors import NotFound
 
@@ -110,7 +111,9 @@ def get_job_status(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
 @router.patch("/api/v2/jobs/{job_id}/cancel", response={200: envelope(JobOut), **ERRORS})
 def cancel_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
     job = get_job_for(request.user, job_id)
-    return committed(envelope(JobOut), lambda: ok(job_json(services.cancel_job(job, by=request.user).canceled[0])))
+    return committed(
+        envelope(JobOut), lambda: ok(job_json(services.cancel_job(job, by=request_user(request)).canceled[0]))
+    )
 
 
 @router.get("/api/v1/jobs/{job_id}/results_link", response={200: envelope(ResultsLinkOut), **ERRORS})

@@ -46,10 +46,12 @@ def register_drawing(job: Job) -> dict[str, Any] | None:
     if mappable:
         qubits = (job.variables or {}).get("qubits") or {}
         trap_to_qubit = {int(trap): name for name, trap in qubits.items() if str(trap).lstrip("-").isdigit()}
-        for trap_id, coords in layout.traps_dict.items():
+        # a mappable register always has a layout
+        for trap_id, coords in layout.traps_dict.items():  # type: ignore[union-attr]
             points.append({"x": coords[0], "y": coords[1], "id": trap_id, "qubit": trap_to_qubit.get(int(trap_id))})
     else:
-        atoms = {name: tuple(coords) for name, coords in register.qubits.items()}
+        # not mappable: a plain register, which has qubits
+        atoms = {name: tuple(coords) for name, coords in register.qubits.items()}  # type: ignore[union-attr]
         if layout is not None:
             used = {tuple(round(float(c), 6) for c in xy): name for name, xy in atoms.items()}
             for trap_id, coords in layout.traps_dict.items():
@@ -71,7 +73,7 @@ def register_drawing(job: Job) -> dict[str, Any] | None:
     for p in points:
         p["sx"] = round(SVG_SIZE / 2 + (float(p["x"]) - cx) * scale, 2)
         p["sy"] = round(SVG_SIZE / 2 - (float(p["y"]) - cy) * scale, 2)  # SVG y grows downwards
-    used = sum(1 for p in points if p["qubit"] is not None)
+    used = sum(1 for p in points if p["qubit"] is not None)  # type: ignore[assignment]  # name reused for a count
     return {
         "points": points,
         "size": SVG_SIZE,
@@ -123,7 +125,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @login_required
-def download_result(request: HttpRequest, job_id: UUID) -> HttpResponse:
+def download_result(request: HttpRequest, job_id: UUID) -> FileResponse:
     job = _job(request, job_id)
     if not job.result_path:
         raise Http404("This job has no results yet.")

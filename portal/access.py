@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from typing import cast
+
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from portal.errors import NotFound
 from portal.models import Membership, Project
 
 
-def projects_of(user: AbstractBaseUser) -> list[Project]:
+def projects_of(user: User) -> list[Project]:
     return list(Project.objects.filter(memberships__user=user, status=Project.Status.ACTIVE).order_by("name"))
 
 
-def project_for(user: AbstractBaseUser, project_id: object) -> Project:
-    project = Project.objects.filter(pk=project_id, memberships__user=user).first()
+def project_for(user: User, project_id: object) -> Project:
+    # project_id comes straight from the client (form field or payload), hence `object`
+    project = Project.objects.filter(pk=project_id, memberships__user=user).first()  # type: ignore[misc]
     if project is None:
         raise NotFound(f"Project {project_id} not found, or you are not a member of it.", field="project_id")
     return project
 
 
-def role_in(user: AbstractBaseUser, project: Project) -> str | None:
+def role_in(user: User, project: Project) -> str | None:
     return Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
 
 
-def is_admin(user: AbstractBaseUser, project: Project) -> bool:
+def is_admin(user: User, project: Project) -> bool:
     return role_in(user, project) == Membership.Role.ADMIN
+
+
+def request_user(request: HttpRequest) -> User:
+    """Typing helper: the signed-in user of a request behind login/token auth (never AnonymousUser there)."""
+    return cast(User, request.user)
 
 
 def current_project_for(request: HttpRequest) -> tuple[Project | None, list[Project]]:
@@ -33,7 +41,7 @@ def current_project_for(request: HttpRequest) -> tuple[Project | None, list[Proj
     cached = getattr(request, "_tweezer_projects", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    projects = projects_of(request.user)
+    projects = projects_of(request_user(request))
     chosen = request.session.get("project_id")
     project = next((p for p in projects if str(p.pk) == chosen), projects[0] if projects else None)
     request._tweezer_projects = (project, projects)  # type: ignore[attr-defined]

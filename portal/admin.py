@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from portal import credits
+from portal.access import request_user
 from portal.errors import InsufficientCredits
 from portal.models import ApiToken, CreditTransaction, Membership, Project
 
@@ -37,9 +38,11 @@ class CreditTransactionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def save_model(self, request: HttpRequest, obj: CreditTransaction, form: object, change: bool) -> None:
         try:
             if obj.kind == CreditTransaction.Kind.GRANT and obj.amount > 0:
-                credits.grant(obj.project, obj.amount, by=request.user, reason=obj.reason)
+                credits.grant(obj.project, obj.amount, by=request_user(request), reason=obj.reason)
             elif obj.kind in (CreditTransaction.Kind.GRANT, CreditTransaction.Kind.ADJUSTMENT):
-                credits.adjust(obj.project, obj.amount, by=request.user, reason=obj.reason or "Staff adjustment")
+                credits.adjust(
+                    obj.project, obj.amount, by=request_user(request), reason=obj.reason or "Staff adjustment"
+                )
             else:
                 messages.error(request, "Only GRANT and ADJUSTMENT rows can be added by hand.")
         except InsufficientCredits as exc:

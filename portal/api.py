@@ -19,7 +19,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import HttpBearer
 from pydantic import create_model
 
-from portal.access import projects_of
+from portal.access import projects_of, request_user
 from portal.errors import TweezerError
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ account = Router(tags=["account"])
 def list_projects(request: HttpRequest, project_status: str | None = None) -> dict[str, Any]:
     projects = [
         {"id": str(p.pk), "name": p.name, "status": p.status}
-        for p in projects_of(request.user)
+        for p in projects_of(request_user(request))
         if project_status in (None, p.status)
     ]
     return ok(projects)

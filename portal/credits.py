@@ -16,7 +16,7 @@ from portal.errors import InsufficientCredits
 from portal.models import CreditTransaction, Project
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from batches.models import Batch
     from jobs.models import Job
@@ -32,7 +32,7 @@ def ledger_sum(project: Project) -> int:
     return project.transactions.aggregate(total=Sum("amount"))["total"] or 0
 
 
-def grant(project: Project, amount: int, *, by: AbstractBaseUser | None, reason: str = "") -> CreditTransaction:
+def grant(project: Project, amount: int, *, by: User | None, reason: str = "") -> CreditTransaction:
     """Add credits (or remove them with a negative ADJUSTMENT through `adjust`)."""
     if amount <= 0:
         raise ValueError("A grant must be a positive number of credits.")
@@ -43,7 +43,7 @@ def grant(project: Project, amount: int, *, by: AbstractBaseUser | None, reason:
         )
 
 
-def adjust(project: Project, amount: int, *, by: AbstractBaseUser | None, reason: str) -> CreditTransaction:
+def adjust(project: Project, amount: int, *, by: User | None, reason: str) -> CreditTransaction:
     """A staff correction, positive or negative; the balance may not go below zero."""
     with transaction.atomic():
         _move_balance(project, amount)
@@ -52,7 +52,7 @@ def adjust(project: Project, amount: int, *, by: AbstractBaseUser | None, reason
         )
 
 
-def charge_jobs(batch: Batch, jobs: Sequence[Job], *, by: AbstractBaseUser | None) -> int:
+def charge_jobs(batch: Batch, jobs: Sequence[Job], *, by: User | None) -> int:
     """Charge every job its price in one step; refuse the whole set if the project cannot pay.
 
     Raises InsufficientCredits, which the caller lets roll back the jobs it created.
@@ -71,7 +71,7 @@ def charge_jobs(batch: Batch, jobs: Sequence[Job], *, by: AbstractBaseUser | Non
     return total
 
 
-def refund_job(job: Job, *, by: AbstractBaseUser | None, reason: str) -> int:
+def refund_job(job: Job, *, by: User | None, reason: str) -> int:
     """Give a job's price back, once. Returns the credits refunded (0 if already refunded).
 
     Only the actor that won the job's transition calls this; the unique constraint on
@@ -106,7 +106,7 @@ def _move_balance(project: Project, delta: int) -> None:
         raise InsufficientCredits(price=-delta, balance=balance_of(project), project=project)
 
 
-def refund_jobs(jobs: Sequence[Job], *, by: AbstractBaseUser | None, reason: str) -> int:
+def refund_jobs(jobs: Sequence[Job], *, by: User | None, reason: str) -> int:
     """Refund many jobs that the caller has just moved out of PENDING (it won their transition)."""
     paid = [job for job in jobs if job.price]
     if not paid:

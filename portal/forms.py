@@ -93,7 +93,10 @@ class JobFilterForm(forms.Form):
     status = forms.MultipleChoiceField(required=False, choices=JobStatus.choices, widget=forms.CheckboxSelectMultiple)
     min_runs = forms.IntegerField(required=False, min_value=0, label="Min runs")
     max_runs = forms.IntegerField(required=False, min_value=0, label="Max runs")
-    errors = forms.ChoiceField(required=False, choices=[("", "Any"), ("1", "With errors"), ("0", "Without errors")])
+    # The metaclass moves declared fields into base_fields, so form.errors stays the ErrorDict at runtime.
+    errors = forms.ChoiceField(  # type: ignore[assignment]
+        required=False, choices=[("", "Any"), ("1", "With errors"), ("0", "Without errors")]
+    )
     start = forms.DateField(required=False, widget=DateInput, label="Created from")
     end = forms.DateField(required=False, widget=DateInput, label="Created to")
 

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from portal.models import ApiToken
@@ -18,14 +18,14 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def create_token(user: User, name: str) -> tuple[ApiToken, str]:
     """Returns the row and the plain token, which is never stored."""
     plain = PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name[:100] or "token", prefix=plain[:12], token_hash=_digest(plain))
     return token, plain
 
 
-def user_for_token(plain: str) -> AbstractBaseUser | None:
+def user_for_token(plain: str) -> User | None:
     if not plain or len(plain) > 200:
         return None
     digest = _digest(plain)

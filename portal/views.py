@@ -14,6 +14,7 @@ from django.contrib.messages.views import SuccessMessageMixin
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.views.decorators.http import require_POST
@@ -22,7 +23,7 @@ from backends.models import Device
 from backends.sequences import device_from_specs
 from batches.models import BatchStatus
 from portal import usage
-from portal.access import current_project_for, is_admin, project_for
+from portal.access import current_project_for, is_admin, project_for, request_user
 from portal.errors import NotFound
 from portal.forms import LedgerFilterForm
 from portal.models import ApiToken, Project
@@ -43,7 +44,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_POST
 def switch_project(request: HttpRequest) -> HttpResponse:
     try:
-        project = project_for(request.user, request.POST.get("project_id"))
+        project = project_for(request_user(request), request.POST.get("project_id"))
     except NotFound as exc:
         raise Http404(exc.message) from exc
     request.session["project_id"] = str(project.pk)
@@ -114,7 +115,7 @@ def devices(request: HttpRequest) -> HttpResponse:
 @login_required
 def credits(request: HttpRequest) -> HttpResponse:
     project = _project(request)
-    admin = is_admin(request.user, project)
+    admin = is_admin(request_user(request), project)
     context: dict[str, Any] = {"project": project, "admin": admin}
     spent = usage.spending(project, user=None if admin else request.user)
     context["by_device"] = usage.daily_chart(spent, "batch__device__name")
@@ -137,9 +138,9 @@ class _Echo:
 
 
 @login_required
-def credits_csv(request: HttpRequest) -> HttpResponse:
+def credits_csv(request: HttpRequest) -> HttpResponseBase:
     project = _project(request)
-    if not is_admin(request.user, project):
+    if not is_admin(request_user(request), project):
         raise Http404("Only project ADMINs see the ledger.")
     form = LedgerFilterForm(request.GET or None)
     ledger = form.apply(project.transactions.order_by("created_at", "id")).values_list(
@@ -168,22 +169,23 @@ def tokens(request: HttpRequest) -> HttpResponse:
         if not name:
             messages.error(request, "Give the token a name, e.g. the machine or notebook that uses it.")
         else:
-            token, plain = create_token(request.user, name)
+            token, plain = create_token(request_user(request), name)
             request.session["new_token"] = {"id": str(token.pk), "plain": plain}
         return redirect("tokens")
     created = None
     fresh = request.session.pop("new_token", None)
     if fresh:
-        token = ApiToken.objects.filter(pk=fresh["id"], user=request.user).first()
+        # the name also holds the new token in the POST branch above
+        token = ApiToken.objects.filter(pk=fresh["id"], user=request_user(request)).first()  # type: ignore[assignment]
         created = {"token": token, "plain": fresh["plain"]} if token else None
-    rows = ApiToken.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
+    rows = ApiToken.objects.filter(user=request_user(request)).order_by("revoked_at", "-created_at")
     return render(request, "portal/tokens.html", {"tokens": rows, "created": created})
 
 
 @login_required
 @require_POST
 def token_revoke(request: HttpRequest, token_id: UUID) -> HttpResponse:
-    token = ApiToken.objects.filter(pk=token_id, user=request.user).first()
+    token = ApiToken.objects.filter(pk=token_id, user=request_user(request)).first()
     if token is None:
         raise Http404("Token not found.")
     revoke(token)
