@@ -33,7 +33,7 @@ def _retry_flush_on_deadlock() -> None:
     from django.db import OperationalError
     from django.test.testcases import TransactionTestCase
 
-    original = TransactionTestCase._fixture_teardown
+    original = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]  # private, not in the stubs
 
     def teardown(self: TransactionTestCase) -> None:
         for attempt in range(5):
@@ -44,7 +44,7 @@ def _retry_flush_on_deadlock() -> None:
                     raise
                 time.sleep(0.5)
 
-    TransactionTestCase._fixture_teardown = teardown  # type: ignore[method-assign]
+    TransactionTestCase._fixture_teardown = teardown  # type: ignore[attr-defined, method-assign]  # private, not in the stubs
 
 
 _retry_flush_on_deadlock()
@@ -90,7 +90,7 @@ def devices(db: None) -> dict[str, Device]:
 @pytest.fixture
 def member(db: None) -> Any:
     """A project ADMIN with 100,000 credits and an API token (`member.token`)."""
-    membership = MembershipFactory()
+    membership: Any = MembershipFactory()  # factory_boy calls are untyped: the instance is a Membership
     _, membership.token = create_token(membership.user, "tests")
     return membership
 
@@ -98,7 +98,7 @@ def member(db: None) -> Any:
 @pytest.fixture
 def make_member(db: None) -> Callable[..., Any]:
     def make(role: str = "ADMIN", credits: int = 100_000, project: Project | None = None) -> Any:
-        membership = MembershipFactory(
+        membership: Any = MembershipFactory(
             role=role,
             user=UserFactory(),
             project=project or ProjectFactory(credits=credits),
@@ -229,7 +229,7 @@ def sdk_for(live_server: Any) -> Callable[[Any], Any]:
     try:
         from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
     except ImportError:  # pasqal-cloud 0.22, the line pulser-pasqal pins (tests/sdk/run_pinned_sdk.sh)
-        from pasqal_cloud import SDK as PasqalCloudClient
+        from pasqal_cloud import SDK as PasqalCloudClient  # type: ignore[no-redef]  # older name, same API
 
     class StaticToken(TokenProvider):
         def __init__(self, token: str) -> None:

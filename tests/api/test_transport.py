@@ -135,7 +135,7 @@ def test_a_missing_or_bad_token_is_a_401_envelope(api, method, path, authorizati
 
 def test_invalid_input_is_400_never_422(api):
     batch_id = api.create().json()["data"]["id"]
-    cases = [
+    cases: list[tuple[str, str, Any]] = [
         ("GET", "/api/v2/jobs?limit=0", None),
         ("GET", "/api/v2/jobs?limit=101", None),
         ("GET", "/api/v2/jobs?offset=-1", None),
@@ -252,7 +252,7 @@ def test_another_projects_ids_are_404_everywhere(api, make_member):
         ("PATCH", f"/api/v2/jobs/{job_id}/cancel"),
         ("GET", f"/api/v1/jobs/{job_id}/results_link"),
     ]:
-        body = [] if path.endswith("/tags") else None
+        body: list[Any] | None = [] if path.endswith("/tags") else None
         _fail(stranger.call(method, path, body), 404)
     _fail(stranger.call("POST", f"/api/v2/batches/{batch['id']}/jobs", [JOB], gzipped=True), 404)
     _fail(stranger.create(project_id=str(api.member.project_id)), 404)

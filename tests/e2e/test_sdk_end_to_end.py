@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pasqal_cloud.errors import BatchCreationError, BatchFetchingError
 
@@ -12,7 +14,7 @@ from tests.sequences import seed_mappable_sequence
 
 
 def test_sdk_creates_a_closed_batch_and_both_jobs_end_done(sdk, worker):
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {"runs": 40, "variables": {"omega_max": 1.0, "qubits": {"q0": 1, "q1": 5, "q2": 7}}},
         {"runs": 60, "variables": {"omega_max": 2.0, "qubits": {"q0": 2, "q1": 4, "q2": 8, "q3": 26}}},
     ]

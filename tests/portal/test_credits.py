@@ -101,7 +101,7 @@ def test_staff_grant_credits_in_the_django_admin(admin_client, make_member):
     )
     assert response.status_code == 302, response.content[:500]
     grant = CreditTransaction.objects.get(project=member.project)
-    assert (grant.kind, grant.amount, grant.reason, grant.user.is_staff) == ("GRANT", 500, "new grant", True)
+    assert (grant.kind, grant.amount, grant.reason, grant.user.is_staff) == ("GRANT", 500, "new grant", True)  # type: ignore[union-attr]
     assert credits.balance_of(member.project) == 500
 
 

@@ -50,6 +50,7 @@ def client_for():
 def test_every_page_renders_for_a_member(member, devices, client_for):
     batch = _batch(member)
     first = batch.jobs.order_by("order").first()
+    assert first is not None  # typing: _batch() made 3 jobs
     _finish(first, {"000": 6, "101": 4})
     client = client_for(member)
     for url in [
@@ -77,6 +78,7 @@ def test_batch_pages_stay_under_50_queries_whatever_the_number_of_jobs(
     for _ in range(3):
         _batch(member, n_jobs=2)
     some_job = batch.jobs.first()
+    assert some_job is not None  # typing: _batch() made jobs
     client = client_for(member)
     for url in [
         reverse("batches:list"),
@@ -95,6 +97,7 @@ def test_batch_pages_stay_under_50_queries_whatever_the_number_of_jobs(
 def test_another_projects_batch_and_job_are_404_and_its_actions_do_nothing(member, make_member, devices, client_for):
     batch = _batch(member)
     some_job = batch.jobs.first()
+    assert some_job is not None  # typing: _batch() made jobs
     stranger = client_for(make_member())
     for url in [
         reverse("batches:detail", args=[batch.pk]),

@@ -38,8 +38,8 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         from tests.factories import MembershipFactory, ProjectFactory
 
-        self.member = MembershipFactory(project=ProjectFactory(credits=2_000))
-        self.device = Batch._meta.get_field("device").related_model.objects.get(name="EMU_FREE")
+        self.member: Any = MembershipFactory(project=ProjectFactory(credits=2_000))  # factory_boy is untyped
+        self.device = Batch._meta.get_field("device").related_model.objects.get(name="EMU_FREE")  # type: ignore[union-attr, attr-defined]  # stubs: type[Model]
         self.traveller = time_machine.travel(timezone.now(), tick=True)
         self.clock = self.traveller.start()
         self.refused = 0

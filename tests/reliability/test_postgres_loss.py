@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 import requests
@@ -49,7 +50,7 @@ def test_killed_connections_during_submissions_leave_no_partial_batch_and_no_hal
     member = make_member(credits=1_000_000)
     url = f"{live_server.url}/core/api/v1/batches"
     headers = {"Authorization": f"Bearer {member.token}"}
-    body = {
+    body: dict[str, Any] = {
         "sequence_builder": analog_sequence(3),
         "jobs": [{"runs": 10, "variables": {"omega_max": 1.0}}] * JOBS_PER_BATCH,
         "device_type": "EMU_FREE",

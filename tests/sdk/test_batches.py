@@ -56,7 +56,7 @@ def test_create_closed_batch_echoes_tags_webhook_configuration_and_backend_confi
     assert batch.project_id == str(sdk_project(sdk)) and batch.jobs_count == 2
     assert [(j.runs, j.variables) for j in batch.ordered_jobs] == [(10, JOB["variables"]), (20, {"omega_max": 2.0})]
     stored = Batch.objects.get(pk=batch.id)
-    assert stored.configuration["with_noise"] is True and stored.webhook == sdk.webhook
+    assert stored.configuration["with_noise"] is True and stored.webhook == sdk.webhook  # type: ignore[index]
 
 
 def sdk_project(sdk):
@@ -209,7 +209,7 @@ def test_refusals_are_json_errors_the_sdk_shows_verbatim(sdk, sdk_for, make_memb
     with pytest.raises(BatchCreationError) as caught:
         sdk.create_batch(omega_sequence(), [JOB], device_type="NOT_A_DEVICE")
     assert "400: Unknown device_type 'NOT_A_DEVICE'" in str(caught.value)
-    with pytest.raises(BatchFetchingError) as caught:
+    with pytest.raises(BatchFetchingError) as caught:  # type: ignore[assignment]  # name reused
         sdk.get_batch("00000000-0000-4000-8000-000000000000")
     assert "404" in str(caught.value)
     with pytest.raises(BatchClosingError):

@@ -115,7 +115,7 @@ def _sdk_calls(sdk: Any, member: Any) -> None:
             device_type=["EMU_FREE"],
             status=[BatchStatus.PENDING, BatchStatus.DONE],
             open=False,
-            queue_priority="MEDIUM",
+            queue_priority="MEDIUM",  # type: ignore[arg-type]  # the SDK accepts the plain string too
             tag="c",
             start_date=day,
             end_date=naive,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pasqal_cloud.endpoints import Endpoints
 from pasqal_cloud.errors import BatchCreationError, ProjectFetchingError, ProjectNotFoundError
@@ -9,7 +11,7 @@ from pasqal_cloud.errors import BatchCreationError, ProjectFetchingError, Projec
 try:
     from pasqal_cloud.pasqal_cloud_client import PasqalCloudClient
 except ImportError:  # pasqal-cloud 0.22 (the line pulser-pasqal pins)
-    from pasqal_cloud import SDK as PasqalCloudClient
+    from pasqal_cloud import SDK as PasqalCloudClient  # type: ignore[no-redef]  # older name, same API
 
 from backends.models import Device
 from portal.models import Project
@@ -18,7 +20,7 @@ from tests.sdk.helpers import omega_sequence
 
 
 def test_get_all_projects_lists_the_users_active_projects(sdk, sdk_for, member):
-    second = MembershipFactory(user=member.user, project=ProjectFactory(name="Zeeman scans")).project
+    second: Any = MembershipFactory(user=member.user, project=ProjectFactory(name="Zeeman scans")).project
     MembershipFactory(user=member.user, project=ProjectFactory(name="Old", status=Project.Status.ARCHIVED))
     ProjectFactory(name="Someone else's")
     projects = sdk.get_all_projects()
@@ -30,11 +32,11 @@ def test_get_all_projects_lists_the_users_active_projects(sdk, sdk_for, member):
 
 def test_switch_to_project_then_submit_there(sdk, member, devices):
     Device.objects.filter(name="EMU_FREE").update(status=Device.Status.MAINTENANCE)
-    second = MembershipFactory(user=member.user, project=ProjectFactory(name="Zeeman scans")).project
+    second: Any = MembershipFactory(user=member.user, project=ProjectFactory(name="Zeeman scans")).project
     assert sdk.switch_to_project(str(second.pk)) == str(second.pk)
     batch = sdk.create_batch(omega_sequence(), [{"runs": 5, "variables": {"omega_max": 1}}], device_type="EMU_FREE")
     assert batch.project_id == str(second.pk)
-    stranger = ProjectFactory(name="Not mine")
+    stranger: Any = ProjectFactory(name="Not mine")
     with pytest.raises(ProjectNotFoundError):
         sdk.switch_to_project(str(stranger.pk))
     sdk.project_id = str(stranger.pk)  # bypass the client-side check: the server refuses too

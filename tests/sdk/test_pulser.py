@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
@@ -31,7 +32,7 @@ class StaticToken(TokenProvider):
 
 
 def _connection(kind: str, member, live_server):
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "project_id": str(member.project_id),
         "token_provider": StaticToken(member.token),
         "endpoints": Endpoints(core=f"{live_server.url}/core", account=f"{live_server.url}/account"),
@@ -99,7 +100,7 @@ def test_emulator_backend_runs_a_closed_batch_and_results_follow_the_register_or
 def _stored_counter(job: Job) -> dict[str, int]:
     from jobs.results import read_result
 
-    return read_result(job)["counter"]
+    return read_result(job)["counter"]  # type: ignore[index]  # DONE jobs have a result
 
 
 def test_counter_only_results_become_sampled_results_with_the_register_order(member, devices, live_server, worker):
@@ -132,8 +133,8 @@ def test_qpu_backend_open_batch_context_adds_jobs_then_closes(connection, member
         first = backend.run(job_params=[{"runs": 50, "variables": {"omega_max": 1.0}}])
         second = backend.run(job_params=[{"runs": 60, "variables": {"omega_max": 2.0}}])
         batch_id = context.backend._batch_id
-        assert Batch.objects.get(pk=batch_id).open is True
-    batch = Batch.objects.get(pk=batch_id)
+        assert Batch.objects.get(pk=batch_id).open is True  # type: ignore[misc]  # _batch_id is set inside open_batch()
+    batch = Batch.objects.get(pk=batch_id)  # type: ignore[misc]
     assert batch.open is False and batch.device.name == "FRESNEL"
     assert first.batch_id == second.batch_id == batch_id
     assert len(first.job_ids) == 1 and len(second.job_ids) == 1 and first.job_ids != second.job_ids

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -45,7 +46,7 @@ def test_seed_open_batch_create_add_jobs_with_wait_then_close(sdk, worker):
 
 
 def test_seed_mappable_register_batch_runs_each_job_on_its_own_register(sdk, worker):
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {"runs": 100, "variables": {"qubits": {"q0": 1, "q1": 5, "q2": 7}}},
         {"runs": 100, "variables": {"qubits": {"q0": 2, "q1": 4, "q2": 8, "q3": 26}}},
     ]
@@ -74,6 +75,7 @@ def test_seed_get_jobs_examples(sdk, sdk_for, member, make_member, live_server):
     small = sdk.create_batch(omega_sequence(), [{"runs": 7, "variables": {"omega_max": 1}}] * 2)
     small.cancel()
     errored = Job.objects.filter(batch_id=small.id).order_by("order").first()
+    assert errored is not None  # typing: small has two jobs
     Job.objects.filter(pk=errored.pk).update(status="ERROR", errors=["backend failure"])
     # A second member of the project submits too (user_id filter), and a stranger (never visible).
     colleague = make_member(project=member.project)

@@ -131,7 +131,11 @@ def test_every_api_operation_without_a_token_is_401_in_the_json_envelope(victim)
             continue  # public by design (device public specs)
         for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer twz_forged"}, {"HTTP_AUTHORIZATION": "Basic abc"}):
             response = client.generic(
-                method, _fill(path, ids), data=_json({}), content_type="application/json", **headers
+                method,
+                _fill(path, ids),
+                data=_json({}),
+                content_type="application/json",
+                **headers,  # type: ignore[arg-type]  # extra headers, as WSGI environ keys
             )
             assert response.status_code == 401, (method, path, headers, response.status_code)
             body = response.json()

@@ -25,7 +25,7 @@ def _rows() -> tuple[int, int, int]:
 @pytest.fixture
 def api(member, devices) -> Any:
     client = Client(HTTP_AUTHORIZATION=f"Bearer {member.token}")
-    client.member = member
+    client.member = member  # type: ignore[attr-defined]  # test-only attribute
     return client
 
 
