@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequenc
 def _retry_flush_on_deadlock() -> None:
     """The session worker's beat tick may hold row locks while a transactional test empties the
     database (TRUNCATE); PostgreSQL then kills one side with a deadlock. Retry the flush."""
+    from django.core.management.base import CommandError
     from django.db import OperationalError
     from django.test.testcases import TransactionTestCase
 
@@ -39,7 +41,7 @@ def _retry_flush_on_deadlock() -> None:
         for attempt in range(5):
             try:
                 return original(self)
-            except OperationalError:
+            except (OperationalError, CommandError):
                 if attempt == 4:
                     raise
                 time.sleep(0.5)
@@ -200,6 +202,27 @@ class WorkerProcess:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self.log.close()
+
+
+@contextlib.contextmanager
+def consumers_paused(queue: str) -> Iterator[None]:
+    """Stop this session's running workers from taking `queue`'s messages for a while, so a
+    test can drive claims itself. Needs a broker with remote control (Redis); elsewhere no
+    worker answers and nothing is paused."""
+    from portal.celery import app
+
+    try:
+        active = app.control.inspect(timeout=1).active_queues() or {}
+    except Exception:  # noqa: BLE001 - a broker without remote control: nobody to ask
+        active = {}
+    others = [name for name, queues in active.items() if any(q["name"] == queue for q in queues)]
+    if others:
+        app.control.cancel_consumer(queue, destination=others, reply=True)
+    try:
+        yield
+    finally:
+        if others:
+            app.control.add_consumer(queue, destination=others, reply=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from portal import credits
 from portal.errors import Conflict, InsufficientCredits
 from portal.models import CreditTransaction
 from tests.batches.conftest import SEQUENCE, job_spec, jobs_of
+from tests.conftest import consumers_paused
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -42,6 +43,13 @@ def race(n: int, action: Callable[[int], Any]) -> list[Any]:
     for thread in threads:
         thread.join(timeout=120)
     return results
+
+
+@pytest.fixture(autouse=True)
+def no_worker_takes_emu_free_jobs() -> Iterator[None]:
+    """These tests claim and run jobs themselves: a session worker must not take them first."""
+    with consumers_paused("device.EMU_FREE"):
+        yield
 
 
 def queued_device(devices: dict[str, Device], slots: int) -> Device:

@@ -76,6 +76,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         "PYTHONPATH": str(ROOT),
     }
     env.pop("DATABASE_URL", None)  # the check needs no database; keep it off the shared one
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set by the browser tests' conftest, never in production
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
