@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from portal.errors import NotFound
@@ -17,7 +18,10 @@ def projects_of(user: User) -> list[Project]:
 
 def project_for(user: User, project_id: object) -> Project:
     # project_id comes straight from the client (form field or payload), hence `object`
-    project = Project.objects.filter(pk=project_id, memberships__user=user).first()  # type: ignore[misc]
+    try:
+        project = Project.objects.filter(pk=project_id, memberships__user=user).first()  # type: ignore[misc]
+    except (ValidationError, ValueError, TypeError):
+        project = None  # not a UUID: no such project, said the same way
     if project is None:
         raise NotFound(f"Project {project_id} not found, or you are not a member of it.", field="project_id")
     return project

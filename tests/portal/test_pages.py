@@ -288,6 +288,7 @@ def test_project_switcher_changes_the_batches_shown_and_refuses_foreign_projects
     assert str(theirs.pk)[:8] in switched and str(mine.pk)[:8] not in switched
     outsider = make_member()
     assert client.post(reverse("switch_project"), {"project_id": str(outsider.project_id)}).status_code == 404
+    assert client.post(reverse("switch_project"), {"project_id": "not-a-uuid"}).status_code == 404
 
 
 def test_job_errors_are_shown_verbatim(member, devices, client_for):
