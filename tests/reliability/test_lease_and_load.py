@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def slow_sequence() -> str:
-    """8 atoms for 6 µs: a few seconds of QuTiP, many one-second leases."""
-    seq = Sequence(Register.rectangle(1, 8, spacing=6, prefix="q"), MockDevice)
+    """10 atoms for 6 µs: ~3 s of QuTiP on an idle machine (8 atoms took ~1 s), many one-second leases."""
+    seq = Sequence(Register.rectangle(1, 10, spacing=6, prefix="q"), MockDevice)
     seq.declare_channel("rydberg", "rydberg_global")
     omega = seq.declare_variable("omega_max")
     seq.add(Pulse.ConstantPulse(duration=6000, amplitude=omega, detuning=0, phase=0), "rydberg")
