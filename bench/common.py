@@ -135,24 +135,9 @@ def make_member(name: str = "bench", credits: int = 10**12) -> tuple[Any, Any, s
 
 def purge_queues() -> None:
     """Forget broker messages left by an earlier run (Redis DB 6 or the bench's file broker only)."""
-    from django.conf import settings
+    from portal.celery import purge_queues as purge
 
-    from portal.celery import app
-
-    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        import shutil
-
-        for folder in ("queue", "processed"):
-            path = settings.BROKER_DIR / folder
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True, exist_ok=True)
-        return
-    with app.connection_for_write() as conn:
-        for name in [*DEVICE_QUEUES, "bench.bare"]:
-            try:
-                conn.default_channel.queue_purge(name)
-            except Exception:  # noqa: BLE001 - a queue never declared has nothing to purge
-                pass
+    purge(extra=("bench.bare",))
 
 
 # --- processes --------------------------------------------------------------------------------

@@ -32,3 +32,30 @@ app.conf.update(
     },
 )
 app.autodiscover_tasks(["backends", "batches"])
+
+#: Every queue Tweezer's workers consume: `default` (tick, webhooks) and one per device.
+DEVICE_QUEUES = ["default", "device.EMU_FREE", "device.EMU_SV", "device.EMU_MPS", "device.FRESNEL"]
+
+
+def purge_queues(extra: tuple[str, ...] = ()) -> None:
+    """Drop every message waiting in Tweezer's queues (tests and benchmarks start clean).
+
+    Messages are only hints (the database is the truth), so this loses no work: the tick
+    re-sends what a pending job still needs.
+    """
+    import shutil
+
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        for folder in ("queue", "processed"):
+            path = settings.BROKER_DIR / folder
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True, exist_ok=True)
+        return
+    with app.connection_for_write() as conn:
+        for name in [*DEVICE_QUEUES, *extra]:
+            try:
+                conn.default_channel.queue_purge(name)
+            except Exception:  # noqa: BLE001 - a queue never declared has nothing to purge
+                pass

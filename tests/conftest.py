@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -139,21 +138,9 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 def purge_broker() -> None:
     """Forget messages left by an earlier run (they name jobs that no longer exist)."""
-    from portal.celery import app
+    from portal.celery import purge_queues
 
-    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        for folder in ("queue", "processed"):
-            path = settings.BROKER_DIR / folder
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True, exist_ok=True)
-        return
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        for name in ["default", *(f"device.{d}" for d in ("EMU_FREE", "EMU_SV", "EMU_MPS", "FRESNEL"))]:
-            try:
-                channel.queue_purge(name)
-            except Exception:  # noqa: BLE001 - a queue that was never declared has nothing to purge
-                pass
+    purge_queues()
 
 
 class WorkerProcess:
