@@ -213,23 +213,13 @@ def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str,
     if filters.queue_priority:
         qs = qs.filter(priority__in=[Priority[p] for p in filters.queue_priority])
     if filters.tag:
-        qs = (
-            qs.filter(tags__contains=[filters.tag])
-            if _json_contains_supported()
-            else qs.filter(tags__icontains=json.dumps(filters.tag))
-        )
+        qs = qs.filter(services.has_tag(filters.tag))
     qs = services.created_between(qs, filters.start_date, filters.end_date)
     total = qs.count()
     batches = list(qs.order_by("-created_at")[filters.offset : filters.offset + filters.limit])
     counts = _counts_for(batches)
     data = [batch_json(b, counts=counts.get(b.pk, dict.fromkeys(JobStatus.values, 0))) for b in batches]
     return ok(data, pagination={"total": total, "offset": filters.offset, "end": filters.offset + len(data)})
-
-
-def _json_contains_supported() -> bool:
-    from django.db import connection
-
-    return bool(connection.features.supports_json_field_contains)
 
 
 def _counts_for(batches: list[Batch]) -> dict[Any, dict[str, int]]:

@@ -7,6 +7,7 @@ refused submission creates and charges nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,8 +16,8 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, QuerySet
+from django.db import connection, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from backends.adapters import Adapter, get_adapter
@@ -434,6 +435,13 @@ def spent_on(batch: Batch) -> int:
         kind__in=[CreditTransaction.Kind.CHARGE, CreditTransaction.Kind.REFUND]
     ).aggregate(s=Sum("amount"))["s"]
     return -(total or 0)
+
+
+def has_tag(tag: str) -> Q:
+    """Batches carrying `tag` (JSON containment; SQLite has none: match the quoted string)."""
+    if connection.features.supports_json_field_contains:
+        return Q(tags__contains=[tag])
+    return Q(tags__icontains=json.dumps(tag))
 
 
 def created_between(qs: QuerySet[Any], start: datetime | None, end: datetime | None) -> QuerySet[Any]:

@@ -10,12 +10,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from django import forms
-from django.db import connection
-from django.db.models import Q
 from django.utils import timezone
 
 from backends.models import Device
 from batches.models import BatchStatus
+from batches.services import created_between, has_tag
 from jobs.models import JobStatus
 from portal.models import CreditTransaction
 
@@ -26,13 +25,6 @@ def _day_start(day: Any) -> datetime | None:
 
 def _day_end(day: Any) -> datetime | None:
     return timezone.make_aware(datetime.combine(day, time.max)) if day else None
-
-
-def _has_tag(tag: str) -> Q:
-    if connection.vendor == "postgresql":
-        return Q(tags__contains=[tag])
-    # SQLite has no JSON containment: match the tag as a quoted JSON string in the list.
-    return Q(tags__icontains=json.dumps(tag))
 
 
 class DateInput(forms.DateInput):
@@ -76,13 +68,10 @@ class BatchFilterForm(forms.Form):
         if data.get("open"):
             qs = qs.filter(open=data["open"] == "1")
         if data.get("tag"):
-            qs = qs.filter(_has_tag(data["tag"]))
+            qs = qs.filter(has_tag(data["tag"]))
         if data.get("user"):
             qs = qs.filter(user__username=data["user"])
-        if data.get("start"):
-            qs = qs.filter(created_at__gte=_day_start(data["start"]))
-        if data.get("end"):
-            qs = qs.filter(created_at__lte=_day_end(data["end"]))
+        qs = created_between(qs, _day_start(data.get("start")), _day_end(data.get("end")))
         order = self.SORTS.get(data.get("sort") or "-created", "-created_at")
         return qs.order_by(order, "-pk")
 
@@ -195,8 +184,5 @@ class LedgerFilterForm(forms.Form):
             qs = qs.filter(kind=data["kind"])
         if data.get("user"):
             qs = qs.filter(user__username=data["user"])
-        if data.get("start"):
-            qs = qs.filter(created_at__gte=_day_start(data["start"]))
-        if data.get("end"):
-            qs = qs.filter(created_at__lte=_day_end(data["end"]))
+        qs = created_between(qs, _day_start(data.get("start")), _day_end(data.get("end")))
         return qs
