@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from backends.adapters import BackendUnavailable, RunConfig, get_adapter
@@ -31,28 +30,50 @@ log = logging.getLogger(__name__)
 
 def claim(job_id: str, owner: str) -> Job | None:
     """PENDING -> RUNNING with a fresh lease, or None if the job is not ours to run."""
-    now = timezone.now()
-    # Rule 2 holds even for a stale or duplicated message: a job starts only in a RUNNING
-    # batch, when no job of that batch runs and no earlier job of it is still pending.
-    same_batch = Job.objects.filter(batch_id=OuterRef("batch_id"))
-    won = (
-        # Exists, not a join: a join would make Django UPDATE … WHERE id IN (subquery) and
-        # drop `status = PENDING` from the row PostgreSQL re-checks after a concurrent claim.
-        Job.objects.filter(pk=job_id, status=JobStatus.PENDING)
-        .filter(Exists(Batch.objects.filter(pk=OuterRef("batch_id"), status=BatchStatus.RUNNING)))
-        .exclude(Exists(same_batch.filter(status=JobStatus.RUNNING)))
-        .exclude(Exists(same_batch.filter(status=JobStatus.PENDING, order__lt=OuterRef("order"))))
-        .update(
-            status=JobStatus.RUNNING,
-            start_timestamp=now,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-            attempts=F("attempts") + 1,
-        )
-    )
-    if won != 1:
+    if not _claim_update(job_id, owner):
         return None  # canceled, already running elsewhere, or gone
     return Job.objects.select_related("batch", "batch__device").get(pk=job_id)
+
+
+def _claim_update(job_id: Any, owner: str, *, now: datetime | None = None) -> bool:
+    """The conditional PENDING -> RUNNING UPDATE of `claim`; True if this worker won the job.
+
+    Rule 2 holds even for a stale or duplicated message: a job starts only in a RUNNING
+    batch, when no job of that batch runs and no earlier job of it is still pending.
+    Written as SQL because it runs once per job and Django takes ~10× longer to compile
+    this three-subquery UPDATE than the database takes to run it. The conditions sit on
+    the updated row itself (EXISTS, not a join), so PostgreSQL re-checks all of them,
+    `status = PENDING` included, on the row version a concurrent claim left behind.
+    """
+    now = now or timezone.now()
+    ops, pk = connection.ops, Job._meta.pk
+    assert pk is not None
+    params = [
+        JobStatus.RUNNING,
+        ops.adapt_datetimefield_value(now),
+        owner,
+        ops.adapt_datetimefield_value(now + timedelta(seconds=settings.JOB_LEASE_SECONDS)),
+        pk.get_db_prep_value(job_id, connection),
+        JobStatus.PENDING,
+        BatchStatus.RUNNING,
+        JobStatus.RUNNING,
+        JobStatus.PENDING,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        return bool(cursor.rowcount == 1)
+
+
+_CLAIM_SQL = """
+UPDATE jobs_job SET status = %s, start_timestamp = %s, lease_owner = %s, lease_expires_at = %s,
+       attempts = attempts + 1
+ WHERE id = %s AND status = %s
+   AND EXISTS (SELECT 1 FROM batches_batch b WHERE b.id = jobs_job.batch_id AND b.status = %s)
+   AND NOT EXISTS (
+       SELECT 1 FROM jobs_job other
+        WHERE other.batch_id = jobs_job.batch_id
+          AND (other.status = %s OR (other.status = %s AND other."order" < jobs_job."order")))
+"""
 
 
 def renew_lease(job_id: str, owner: str) -> bool:
@@ -92,21 +113,30 @@ class Heartbeat:
             connection.close()
 
 
-def end_job(job: Job, owner: str, status: str, *, errors: list[str] | None = None, refund: bool = False) -> bool:
+def end_job(
+    job: Job,
+    owner: str,
+    status: str,
+    *,
+    errors: list[str] | None = None,
+    refund: bool = False,
+    result_path: str | None = None,
+) -> bool:
     """RUNNING -> DONE/ERROR if we still hold the lease; refunds platform failures once."""
     now = timezone.now()
     with transaction.atomic():
-        # Lock order everywhere: device, batch, job, project. Taking the batch first keeps
-        # us from deadlocking with a cancel or the lease reaper that hold it.
-        Batch.objects.select_for_update().filter(pk=job.batch_id).values_list("pk", flat=True).first()
-        won = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=owner).update(
-            status=status, end_timestamp=now, errors=errors, lease_expires_at=None
-        )
+        # Lock order everywhere: device, batch, job, project. Updating the batch first takes
+        # its row lock, which keeps us from deadlocking with a cancel or the lease reaper.
+        Batch.objects.filter(pk=job.batch_id).update(last_activity_at=now)
+        fields: dict[str, Any] = {"status": status, "end_timestamp": now, "errors": errors, "lease_expires_at": None}
+        if result_path is not None:
+            fields["result_path"] = result_path
+        won = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=owner).update(**fields)
         if won != 1:
+            transaction.set_rollback(True)  # not ours any more: leave the batch as it was
             return False
         if refund:
             credits.refund_job(job, by=None, reason=(errors or ["Backend failure."])[0])
-        Batch.objects.filter(pk=job.batch_id).update(last_activity_at=now)
     return True
 
 
@@ -130,14 +160,23 @@ def execute(job_id: str) -> None:
 
 
 def _claim_next(previous: Job) -> Job | None:
-    """The next job of `previous`'s batch, claimed for this worker, if the batch still runs."""
-    next_id = (
-        Job.objects.filter(batch_id=previous.batch_id, status=JobStatus.PENDING)
-        .order_by("order")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    return claim(str(next_id), uuid.uuid4().hex) if next_id else None
+    """The next job of `previous`'s batch, claimed for this worker, if the batch still runs.
+
+    One SELECT of the whole row, then the same conditional UPDATE as `claim`; the won row
+    is patched in memory instead of read back, and shares `previous`'s batch and device
+    (their fields that a run reads never change after submission).
+    """
+    job = Job.objects.filter(batch_id=previous.batch_id, status=JobStatus.PENDING).order_by("order").first()
+    if job is None:
+        return None
+    now, owner = timezone.now(), uuid.uuid4().hex
+    if not _claim_update(job.pk, owner, now=now):
+        return None
+    job.status, job.start_timestamp, job.lease_owner = JobStatus.RUNNING, now, owner
+    job.lease_expires_at = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    job.attempts += 1
+    job.batch = previous.batch
+    return job
 
 
 def _run_claimed(job: Job, owner: str) -> None:
@@ -155,9 +194,7 @@ def _run_claimed(job: Job, owner: str) -> None:
         message = f"{device.name} could not run the job ({type(exc).__name__}: {exc}). Credits refunded."
         end_job(job, owner, JobStatus.ERROR, errors=[message[:1000]], refund=True)
     else:
-        path = store_result(job, result.as_json())
-        Job.objects.filter(pk=job.pk, lease_owner=owner).update(result_path=path)
-        end_job(job, owner, JobStatus.DONE)
+        end_job(job, owner, JobStatus.DONE, result_path=store_result(job, result.as_json()))
 
 
 def _run(job: Job) -> Any:

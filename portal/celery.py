@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -32,6 +34,26 @@ app.conf.update(
     },
 )
 app.autodiscover_tasks(["backends", "batches"])
+
+
+@worker_init.connect
+def _worker_commit_durability(**_: Any) -> None:
+    """Give every database connection of this worker (and its forked children) the
+    WORKER_SYNCHRONOUS_COMMIT level; see the setting for the trade-off."""
+    from django.conf import settings
+    from django.db.backends.signals import connection_created
+
+    level = settings.WORKER_SYNCHRONOUS_COMMIT
+    if level not in ("on", "off", "local", "remote_write", "remote_apply"):
+        raise ValueError(f"WORKER_SYNCHRONOUS_COMMIT must be on, off, local, remote_write or remote_apply: {level!r}")
+
+    def configure(sender: Any, connection: Any, **_: Any) -> None:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('synchronous_commit', %s, false)", [level])
+
+    connection_created.connect(configure, weak=False, dispatch_uid="tweezer-worker-commit")
+
 
 #: Every queue Tweezer's workers consume: `default` (tick, webhooks) and one per device.
 DEVICE_QUEUES = ["default", "device.EMU_FREE", "device.EMU_SV", "device.EMU_MPS", "device.FRESNEL"]
