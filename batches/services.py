@@ -17,7 +17,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from backends.adapters import Adapter, get_adapter
@@ -220,14 +220,10 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
     _validate_jobs(get_adapter(batch.device), batch.sequence_builder, specs, batch.jobs_count)
     with transaction.atomic():
         # Lock the batch row only (of=self: not the joined device, which advance locks first).
-        # One round trip: the lock, the device, the project, and whether a job is still active.
-        active = Job.objects.filter(batch_id=OuterRef("pk"), status__in=[JobStatus.PENDING, JobStatus.RUNNING])
-        locked = (
-            Batch.objects.select_for_update(of=("self",))
-            .select_related("device", "project")
-            .annotate(has_active_job=Exists(active))
-            .get(pk=batch.pk)
-        )
+        locked = Batch.objects.select_for_update(of=("self",)).select_related("device", "project").get(pk=batch.pk)
+        has_active_job = Job.objects.filter(
+            batch_id=batch.pk, status__in=[JobStatus.PENDING, JobStatus.RUNNING]
+        ).exists()
         _check_open(locked)
         start = locked.jobs_count
         now = timezone.now()
@@ -236,7 +232,7 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
             bool(specs)
             and locked.status == BatchStatus.RUNNING
             and device.status == Device.Status.UP
-            and not locked.has_active_job
+            and not has_active_job
         )
         new_jobs = _new_jobs(locked, specs, by, start)
         if idle_running:
@@ -249,7 +245,9 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
             transaction.on_commit(lambda: scheduler.send_jobs([first], device.queue), robust=True)
         else:
             transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
-    return Batch.objects.select_related("device").get(pk=batch.pk)
+    # The locked row, brought up to date in memory: no need to read it back.
+    locked.jobs_count, locked.last_activity_at = start + len(specs), now
+    return locked
 
 
 def _check_open(batch: Batch) -> None:
