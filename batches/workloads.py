@@ -23,6 +23,7 @@ configuration            object    optional: emulator options, as a batch's ``co
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -91,6 +92,9 @@ def parse_pulser_config(config: Any, device: Device) -> PulserRun:
             f"{', '.join(allowed)}.",
             field=f"config.{unknown[0]}",
         )
+    # NUL cannot be stored in PostgreSQL's jsonb (a 500 there); the sequence is text, checked by pulser.
+    if "\\u0000" in json.dumps({k: v for k, v in config.items() if k != "sequence"}):
+        raise InvalidInput("config may not contain NUL characters.", field="config")
     for key in PULSER_CONFIG_REQUIRED:
         if config.get(key) is None:
             raise InvalidInput(

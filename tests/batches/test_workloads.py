@@ -201,3 +201,10 @@ def test_create_workload_with_an_idempotency_key_returns_the_first_answer(member
     assert first.json()["data"]["id"] == again.json()["data"]["id"]
     assert Workload.objects.count() == 1 and Job.objects.count() == 1
     assert CreditTransaction.objects.filter(kind="CHARGE").count() == 1
+
+
+def test_a_nul_character_in_the_config_is_refused_before_it_reaches_the_database(member, emu):
+    with pytest.raises(InvalidInput) as caught:
+        create(member, config=config(configuration={"with_noise\x00": True}))
+    assert caught.value.message == "config may not contain NUL characters." and caught.value.field == "config"
+    assert not Workload.objects.exists()
