@@ -81,3 +81,27 @@ class IdempotentRequest(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_response_per_idempotency_key")]
+
+
+class Workload(models.Model):
+    """One standalone run on a backend (the SDK's create_workload), carried by a one-job closed batch.
+
+    The batch does the work (queue, credits, leases, results); status and timestamps are read
+    from its job (`batches/workloads.py`). `config` is stored as sent, for the response.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey("portal.Project", on_delete=models.PROTECT, related_name="workloads")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="workloads")
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="workload")
+    workload_type = models.CharField(max_length=50)
+    config = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "-created_at"], name="workload_project_created")]
+
+    def __str__(self) -> str:
+        return f"Workload {self.id}"

@@ -39,15 +39,18 @@ class JobSpec:
     parent_id: UUID | None = None
 
 
+def check_jobs_count(count: int) -> None:
+    if count > settings.MAX_JOBS_PER_BATCH:
+        raise InvalidInput(
+            f"Too many jobs: {count} given, at most {settings.MAX_JOBS_PER_BATCH} per request.", field="jobs"
+        )
+
+
 def parse_job_specs(raw_jobs: Any, *, first_index: int = 0) -> list[JobSpec]:
     """Shape checks on the `jobs` list the SDK sends, with the job's index in every message."""
     if not isinstance(raw_jobs, list):
         raise InvalidInput("'jobs' must be a list of objects with 'runs' and 'variables'.", field="jobs")
-    if len(raw_jobs) > settings.MAX_JOBS_PER_BATCH:
-        raise InvalidInput(
-            f"Too many jobs: {len(raw_jobs)} given, at most {settings.MAX_JOBS_PER_BATCH} per request.",
-            field="jobs",
-        )
+    check_jobs_count(len(raw_jobs))
     specs = []
     for index, raw in enumerate(raw_jobs, start=first_index):
         where = f"Job {index}"

@@ -20,7 +20,7 @@ from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
 
 from backends.models import Device
-from batches import services
+from batches import services, workloads
 from batches.models import Batch, BatchStatus
 from jobs.downloads import results_zip_response
 from jobs.filters import filter_jobs
@@ -155,6 +155,7 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     }
     if request.htmx:  # type: ignore[attr-defined]  # set by django_htmx's HtmxMiddleware
         return render(request, "batches/partials/_live.html", context)
+    context["workload_id"] = workloads.workload_id_of(batch)
     return render(request, "batches/detail.html", context)
 
 

@@ -190,11 +190,13 @@ def list_projects(request: HttpRequest, project_status: str | None = None) -> di
 def mount() -> NinjaAPI:
     from backends.api import router as devices
     from batches.api import router as batches
+    from batches.workload_api import router as workloads
     from jobs.api import results_router
     from jobs.api import router as jobs
 
     api.add_router("/core/", batches)
     api.add_router("/core/", jobs)
+    api.add_router("/core/", workloads)
     api.add_router("/core/", devices)
     api.add_router("/account/", account)
     api.add_router("/", results_router)

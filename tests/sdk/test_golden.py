@@ -159,6 +159,11 @@ def _sdk_calls(sdk: Any, member: Any) -> None:
     sdk.get_device_specs_dict()
     if hasattr(sdk, "get_all_projects"):
         sdk.get_all_projects()
+    workload = sdk.create_workload(
+        "pulser", "EMU_FREE", {"sequence": omega_sequence(), "runs": 10, "variables": {"omega_max": 1.0}}
+    )
+    sdk.get_workload(workload.id)
+    sdk.cancel_workload(workload.id)
 
 
 def _operation(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:

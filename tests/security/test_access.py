@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from batches import services
-from batches.models import Batch
+from batches import services, workloads
+from batches.models import Batch, Workload
 from jobs.models import Job
 from portal.api import api
 from portal.models import CreditTransaction
@@ -23,13 +23,13 @@ from tests.sequences import analog_sequence
 
 pytestmark = pytest.mark.django_db
 
-ID_PARAMS = {"batch_id", "job_id", "token_id"}
+ID_PARAMS = {"batch_id", "job_id", "token_id", "workload_id"}
 ADD_JOBS_BODY = [{"runs": 5, "variables": {"omega_max": 1.0}}]
 
 
 @pytest.fixture
 def victim(devices, make_member) -> dict[str, Any]:
-    """Project B: an open batch with a job, and one of B's API tokens."""
+    """Project B: an open batch with a job, a workload, and one of B's API tokens."""
     from portal.models import ApiToken
 
     owner = make_member()
@@ -42,12 +42,20 @@ def victim(devices, make_member) -> dict[str, Any]:
         open=True,
     )
     job = batch.jobs.get()
+    workload = workloads.create_workload(
+        owner.project,
+        owner.user,
+        workload_type="pulser",
+        backend="EMU_FREE",
+        config={"sequence": analog_sequence(2), "runs": 5, "variables": {"omega_max": 1.0}},
+    )
     token = ApiToken.objects.filter(user=owner.user).first()
-    return {"member": owner, "batch": batch, "job": job, "token": token}
+    return {"member": owner, "batch": batch, "job": job, "workload": workload, "token": token}
 
 
-def _snapshot() -> tuple[int, int, int, list[str], list[str]]:
+def _snapshot() -> tuple[int, int, int, int, list[str], list[str]]:
     return (
+        Workload.objects.count(),
         Batch.objects.count(),
         Job.objects.count(),
         CreditTransaction.objects.count(),
@@ -78,13 +86,20 @@ def _body_for(method: str, path: str, project_id: str) -> Any:
         return None
     if method == "POST" and path.endswith("/batches"):
         return {"sequence_builder": analog_sequence(2), "jobs": ADD_JOBS_BODY, "project_id": project_id}
+    if method == "POST" and path.endswith("/workloads"):
+        config = {"sequence": analog_sequence(2), "runs": 5, "variables": {"omega_max": 1.0}}
+        return {"workload_type": "pulser", "backend": "EMU_FREE", "config": config, "project_id": project_id}
     return {}
 
 
 def test_every_api_operation_with_another_projects_ids_is_404_and_changes_nothing(make_member, victim):
     attacker = make_member()
     client = Client(HTTP_AUTHORIZATION=f"Bearer {attacker.token}")
-    ids = {"batch_id": str(victim["batch"].pk), "job_id": str(victim["job"].pk)}
+    ids = {
+        "batch_id": str(victim["batch"].pk),
+        "job_id": str(victim["job"].pk),
+        "workload_id": str(victim["workload"].pk),
+    }
     before = _snapshot()
     attacked = 0
     for method, path, _ in _api_operations():
@@ -95,6 +110,7 @@ def test_every_api_operation_with_another_projects_ids_is_404_and_changes_nothin
         assert response.status_code == 404, (method, path, response.status_code, response.content[:300])
         assert response.json()["status"] == "fail"
         assert str(victim["batch"].pk) not in response.content.decode().split("not found")[-1]
+        assert str(victim["workload"].batch_id) not in response.content.decode()
         attacked += 1
     # The endpoints that take ids in the body or the query string.
     cancel = client.patch(
@@ -107,13 +123,19 @@ def test_every_api_operation_with_another_projects_ids_is_404_and_changes_nothin
         content_type="application/json",
     )
     assert create.status_code == 404, create.content
+    create_workload = client.post(
+        "/core/api/v1/workloads",
+        data=_json(_body_for("POST", "/workloads", str(victim["member"].project_id))),
+        content_type="application/json",
+    )
+    assert create_workload.status_code == 404, create_workload.content
     listing = client.get("/core/api/v1/batches", {"project_id": str(victim["member"].project_id)})
     assert listing.json()["data"] == []
     jobs = client.get("/core/api/v2/jobs", {"batch_id": ids["batch_id"]})
     assert jobs.status_code in (200, 404) and not jobs.json().get("data")
-    assert attacked >= 10, attacked
+    assert attacked >= 12, attacked
     assert _snapshot() == before
-    print(f"\nFIGURE API operations attacked with another project's ids: {attacked + 4}, answered 404/empty")
+    print(f"\nFIGURE API operations attacked with another project's ids: {attacked + 5}, answered 404/empty")
 
 
 def _json(body: Any) -> str:
@@ -124,7 +146,11 @@ def _json(body: Any) -> str:
 
 def test_every_api_operation_without_a_token_is_401_in_the_json_envelope(victim):
     client = Client()
-    ids = {"batch_id": str(victim["batch"].pk), "job_id": str(victim["job"].pk)}
+    ids = {
+        "batch_id": str(victim["batch"].pk),
+        "job_id": str(victim["job"].pk),
+        "workload_id": str(victim["workload"].pk),
+    }
     checked = 0
     for method, path, operation in _api_operations():
         if not operation.get("security"):
