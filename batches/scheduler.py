@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from backends.models import Device
@@ -22,8 +22,6 @@ from batches.models import Batch, BatchStatus
 from jobs.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
-
-_ACTIVE_JOB = Q(jobs__status__in=[JobStatus.PENDING, JobStatus.RUNNING])
 
 
 def advance(device_id: UUID | str) -> None:
@@ -55,10 +53,13 @@ def send_jobs(job_ids: list[UUID], queue: str) -> None:
 
 
 def _running_batches(device: Device) -> list[Batch]:
+    # EXISTS, not COUNT: it stops at the first active job instead of counting a big batch's
+    # jobs on every advance (once per finished job).
+    active = Job.objects.filter(batch_id=OuterRef("pk"), status__in=[JobStatus.PENDING, JobStatus.RUNNING])
     return list(
-        Batch.objects.filter(device=device, status=BatchStatus.RUNNING).annotate(
-            active_jobs=Count("jobs", filter=_ACTIVE_JOB)
-        )
+        Batch.objects.filter(device=device, status=BatchStatus.RUNNING)
+        .only("pk", "open", "last_activity_at")
+        .annotate(active_jobs=Exists(active))
     )
 
 

@@ -27,6 +27,7 @@ from batches import scheduler
 from batches.models import TERMINAL_BATCH_STATUSES, Batch, BatchStatus, Priority
 from jobs.models import Job, JobStatus
 from portal import credits
+from portal.bulk import insert_all
 from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import CreditTransaction, Project
 
@@ -186,7 +187,7 @@ def create_batch(
             parent=parent,
             jobs_count=len(specs),
         )
-        created = Job.objects.bulk_create(_new_jobs(batch, specs, user, 0))
+        created = insert_all(Job, _new_jobs(batch, specs, user, 0))
         credits.charge_jobs(batch, created, by=user)
         transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
     return batch
@@ -240,7 +241,7 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
         new_jobs = _new_jobs(locked, specs, by, start)
         if idle_running:
             new_jobs[0].dispatched_at = now  # sent on commit, below
-        created = Job.objects.bulk_create(new_jobs)
+        created = insert_all(Job, new_jobs)
         Batch.objects.filter(pk=batch.pk).update(jobs_count=F("jobs_count") + len(specs), last_activity_at=now)
         credits.charge_jobs(locked, created, by=by)
         if idle_running:

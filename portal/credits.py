@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 
+from portal.bulk import insert_all
 from portal.errors import InsufficientCredits
 from portal.models import CreditTransaction, Project
 
@@ -61,12 +62,15 @@ def charge_jobs(batch: Batch, jobs: Sequence[Job], *, by: User | None) -> int:
     if total == 0:
         return 0
     _move_balance(batch.project, -total)
-    CreditTransaction.objects.bulk_create(
-        CreditTransaction(
-            project_id=batch.project_id, kind=Kind.CHARGE, amount=-job.price, job=job, batch=batch, user=by
-        )
-        for job in jobs
-        if job.price
+    insert_all(
+        CreditTransaction,
+        [
+            CreditTransaction(
+                project_id=batch.project_id, kind=Kind.CHARGE, amount=-job.price, job=job, batch=batch, user=by
+            )
+            for job in jobs
+            if job.price
+        ],
     )
     return total
 
@@ -112,17 +116,20 @@ def refund_jobs(jobs: Sequence[Job], *, by: User | None, reason: str) -> int:
     if not paid:
         return 0
     total = sum(int(job.price) for job in paid)
-    CreditTransaction.objects.bulk_create(
-        CreditTransaction(
-            project_id=job.project_id,
-            kind=Kind.REFUND,
-            amount=job.price,
-            job=job,
-            batch_id=job.batch_id,
-            user=by,
-            reason=reason[:300],
-        )
-        for job in paid
+    insert_all(
+        CreditTransaction,
+        [
+            CreditTransaction(
+                project_id=job.project_id,
+                kind=Kind.REFUND,
+                amount=job.price,
+                job=job,
+                batch_id=job.batch_id,
+                user=by,
+                reason=reason[:300],
+            )
+            for job in paid
+        ],
     )
     Project.objects.filter(pk=paid[0].project_id).update(balance=F("balance") + total)
     return total
