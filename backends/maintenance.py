@@ -38,7 +38,7 @@ def reap_expired_leases() -> int:
             job.batch = Batch.objects.select_for_update().get(pk=job.batch_id)
             if job.attempts < settings.JOB_MAX_ATTEMPTS and job.batch.status == BatchStatus.RUNNING:
                 won = Job.objects.filter(**fence).update(
-                    status=JobStatus.PENDING, lease_owner="", lease_expires_at=None, dispatched_at=None
+                    status=JobStatus.PENDING, lease_owner="", lease_expires_at=None, dispatched_at=None, dispatches=0
                 )
             else:
                 if job.batch.status == BatchStatus.RUNNING:

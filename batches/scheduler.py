@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from backends.models import Device
@@ -36,7 +36,7 @@ def advance(device_id: UUID | str) -> None:
         _fill_idle_slots(device, now)
         job_ids = _jobs_to_dispatch(device, now)
         if job_ids:
-            Job.objects.filter(pk__in=job_ids).update(dispatched_at=now)
+            Job.objects.filter(pk__in=job_ids).update(dispatched_at=now, dispatches=F("dispatches") + 1)
             queue = device.queue
             transaction.on_commit(lambda: send_jobs(job_ids, queue))
 
@@ -152,12 +152,11 @@ def _fill_idle_slots(device: Device, now: datetime) -> None:
 def _jobs_to_dispatch(device: Device, now: datetime) -> list[UUID]:
     """Rule 2: each running batch runs one job at a time, in submission order.
 
-    A job already sent is sent again only after JOB_REDISPATCH_SECONDS (its message may
-    be lost); running it twice is harmless because a worker claims it conditionally.
+    A job already sent is sent again only once `redispatch_delay` has passed (its message
+    may be lost); running it twice is harmless because a worker claims it conditionally.
     """
     if device.status != Device.Status.UP:
         return []
-    resend_before = now - timedelta(seconds=settings.JOB_REDISPATCH_SECONDS)
     batches = Batch.objects.filter(device=device, status=BatchStatus.RUNNING)
     busy = set(Job.objects.filter(batch__in=batches, status=JobStatus.RUNNING).values_list("batch_id", flat=True))
     job_ids = []
@@ -167,9 +166,21 @@ def _jobs_to_dispatch(device: Device, now: datetime) -> list[UUID]:
         job = (
             Job.objects.filter(batch_id=batch_id, status=JobStatus.PENDING)
             .order_by("order")
-            .values("pk", "dispatched_at")
+            .values("pk", "dispatched_at", "dispatches")
             .first()
         )
-        if job and (job["dispatched_at"] is None or job["dispatched_at"] < resend_before):
+        if job and (job["dispatched_at"] is None or now - job["dispatched_at"] >= redispatch_delay(job["dispatches"])):
             job_ids.append(job["pk"])
     return job_ids
+
+
+def redispatch_delay(dispatches: int) -> timedelta:
+    """How long a job sent `dispatches` times waits, unclaimed, before it is sent again.
+
+    JOB_REDISPATCH_SECONDS after the first message, then twice as long after each re-send, up
+    to JOB_REDISPATCH_MAX_SECONDS. A message is usually only queued behind busy workers, not
+    lost: re-sending it at a fixed pace would fill the queue with duplicates under load.
+    """
+    doublings = min(max(dispatches - 1, 0), 30)
+    seconds = min(settings.JOB_REDISPATCH_SECONDS * 2**doublings, settings.JOB_REDISPATCH_MAX_SECONDS)
+    return timedelta(seconds=max(seconds, settings.JOB_REDISPATCH_SECONDS))

@@ -240,7 +240,7 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
         )
         new_jobs = _new_jobs(locked, specs, by, start)
         if idle_running:
-            new_jobs[0].dispatched_at = now  # sent on commit, below
+            new_jobs[0].dispatched_at, new_jobs[0].dispatches = now, 1  # sent on commit, below
         created = insert_all(Job, new_jobs)
         Batch.objects.filter(pk=batch.pk).update(jobs_count=F("jobs_count") + len(specs), last_activity_at=now)
         credits.charge_jobs(locked, created, by=by)

@@ -22,6 +22,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+# `python bench/x.py` puts bench/ first on sys.path, where bench/queue.py would shadow the
+# standard library's `queue`: replace it with the repository root.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
 

@@ -42,6 +42,9 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatches = models.PositiveIntegerField(
+        default=0, help_text="Messages sent for this job since it last became pending: re-sends back off."
+    )
     result_path = models.CharField(max_length=200, blank=True)
 
     class Meta:

@@ -139,6 +139,9 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60)
 WORKER_SYNCHRONOUS_COMMIT = env_str("WORKER_SYNCHRONOUS_COMMIT", "off")
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3)
 JOB_REDISPATCH_SECONDS = env_int("JOB_REDISPATCH_SECONDS", 30)
+# Each further re-send of a still-unclaimed job waits twice as long, up to this: a job whose
+# first message is only queued behind busy workers is not sent again and again.
+JOB_REDISPATCH_MAX_SECONDS = env_int("JOB_REDISPATCH_MAX_SECONDS", 600)
 DEVICE_DOWN_FAIL_AFTER = env_int("DEVICE_DOWN_FAIL_AFTER", 3600)
 TICK_SECONDS = env_int("TICK_SECONDS", 5)
 RESULTS_LINK_MAX_AGE = env_int("RESULTS_LINK_MAX_AGE", 3600)

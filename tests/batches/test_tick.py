@@ -110,6 +110,47 @@ def test_tick_resends_a_dispatched_job_whose_message_was_lost(submit, emu):
         assert Job.objects.get(pk=job.pk).dispatched_at > first_sent  # type: ignore[operator]  # dispatched by now
 
 
+def test_tick_backs_off_resending_a_job_nobody_claims(submit, emu):
+    """Each re-send of an unclaimed job waits twice as long: a message queued behind busy
+    workers is not duplicated every JOB_REDISPATCH_SECONDS."""
+    batch = submit(1)
+    scheduler.advance(emu.pk)
+    (job,) = jobs_of(batch)
+    start, wait = timezone.now(), settings.JOB_REDISPATCH_SECONDS
+
+    def tick_at(seconds: float) -> int:
+        with time_machine.travel(start + timedelta(seconds=seconds)):
+            tasks.tick()
+        return Job.objects.get(pk=job.pk).dispatches
+
+    assert Job.objects.get(pk=job.pk).dispatches == 1
+    assert tick_at(wait + 1) == 2  # first re-send after JOB_REDISPATCH_SECONDS
+    assert tick_at(2 * wait + 2) == 2, "the second re-send waits 2× as long"
+    assert tick_at(3 * wait + 2) == 3
+    assert tick_at(6 * wait + 2) == 3, "the third waits 4×"
+    assert tick_at(7 * wait + 3) == 4
+
+
+def test_redispatch_delay_doubles_up_to_its_cap(settings):
+    settings.JOB_REDISPATCH_SECONDS, settings.JOB_REDISPATCH_MAX_SECONDS = 30, 600
+    delays = [scheduler.redispatch_delay(n).total_seconds() for n in range(8)]
+    assert delays == [30, 30, 60, 120, 240, 480, 600, 600]
+    assert scheduler.redispatch_delay(10**6).total_seconds() == 600
+
+
+def test_a_requeued_job_is_sent_again_at_once(submit, emu):
+    """A job whose lease expired starts its back-off afresh: it is sent on the reaping tick."""
+    batch = submit(1)
+    scheduler.advance(emu.pk)
+    (job,) = jobs_of(batch)
+    Job.objects.filter(pk=job.pk).update(dispatches=5)
+    assert runner.claim(str(job.pk), "dead-worker") is not None
+    with after_lease():
+        tasks.tick()
+    job.refresh_from_db()
+    assert job.status == JobStatus.PENDING and job.dispatches == 1 and job.dispatched_at is not None
+
+
 def test_tick_fails_batches_on_a_device_down_too_long_and_refunds_pending_jobs(submit, emu, member):
     running = submit(2, runs=5)
     queued = submit(1, runs=5)
