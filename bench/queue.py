@@ -28,6 +28,8 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
+import psycopg  # noqa: E402
+
 from bench import common  # noqa: E402
 
 
@@ -52,10 +54,15 @@ def main() -> int:
     user, project, _ = common.make_member()
     worker = common.start_worker(env, concurrency=2, name="queue")
     bare = common.start_bare_worker(env, concurrency=2)
+    # A plain table in the bench database (a temporary one writes no WAL, hence flushes nothing).
+    scratch = psycopg.connect(common.PG_BASE + common.DB_NAME, autocommit=True)
+    scratch.execute("CREATE TABLE bench_durable (id int PRIMARY KEY, n int)")
+    scratch.execute("INSERT INTO bench_durable VALUES (1, 0)")
     latencies: list[float] = []
     done_latencies: list[float] = []
     round_trips: list[float] = []
     simulations: list[float] = []
+    commits: list[float] = []
     sequence = common.tiny_sequence()
     spec = common.job_specs(1)[0]
     calls: list[float] = []
@@ -101,6 +108,13 @@ def main() -> int:
             noop.apply_async((1,), queue="bench.bare").get(timeout=30)
             return time.perf_counter() - t0
 
+        def one_durable_commit() -> float:
+            """What a job write that must survive a crash costs at least: one flushed commit."""
+            t0 = time.perf_counter()
+            with scratch.transaction():
+                scratch.execute("UPDATE bench_durable SET n = n + 1 WHERE id = 1")
+            return time.perf_counter() - t0
+
         for _ in range(3):  # warm both paths: connections, caches, forked children
             one_job()
             one_noop()
@@ -112,9 +126,11 @@ def main() -> int:
             done_latencies.append(ended)
             round_trips.append(one_noop())
             simulations.append(one_simulation())
+            commits.append(one_durable_commit())
         wait_idle()
         services.close_batch(batch, by=user)
     finally:
+        scratch.close()
         worker.stop()
         bare.stop()
         common.drop_database()
@@ -122,6 +138,7 @@ def main() -> int:
     report.line(f"add_jobs -> RUNNING:     {common.summary(latencies)}")
     report.line(f"  of which the add_jobs call (validate, write, charge, send): {common.summary(calls[3:])}")
     report.line(f"bare no-op round trip:   {common.summary(round_trips)}")
+    report.line(f"one durable PostgreSQL commit (same server): {common.summary(commits)}")
     report.line(f"add_jobs -> DONE:        {common.summary(done_latencies)}")
     report.line(f"bare simulation round trip: {common.summary(simulations)}")
     rows = (
