@@ -72,27 +72,8 @@ def end_to_end(report: common.Report, env: dict[str, str], project: Any, token: 
 
         def tweezer(omega: float) -> float:
             t0 = time.perf_counter()
-            data = common.post_json(
-                session,
-                f"{base}/core/api/v1/batches",
-                {
-                    "sequence_builder": sequence,
-                    "jobs": [{"runs": RUNS, "variables": {"omega_max": omega, "qubits": QUBITS}}],
-                    "device_type": "EMU_FREE",
-                    "project_id": str(project.pk),
-                    "complete": True,
-                },
-            )
-            url = f"{base}/core/api/v1/batches/{data['id']}/status"
-            while (status := session.get(url, timeout=30).json()["data"]["status"]) not in (
-                "DONE",
-                "ERROR",
-                "CANCELED",
-                "TIMED_OUT",
-            ):
-                time.sleep(poll)
-            if status != "DONE":
-                raise RuntimeError(f"batch ended {status}")
+            jobs = [{"runs": RUNS, "variables": {"omega_max": omega, "qubits": QUBITS}}]
+            common.wait_done(session, base, common.submit_batch(session, base, project, sequence, jobs), poll=poll)
             return time.perf_counter() - t0
 
         def bare(omega: float) -> float:
@@ -181,12 +162,7 @@ def main() -> int:
     args = parser.parse_args()
     common.REDIS_URL = os.environ.get("BENCH_REDIS_URL", common.REDIS_URL)
 
-    env = common.configure(args.db, db_name=DB_NAME)
-    common.reset_database(args.db)
-    common.purge_queues()
-    user, project, token = common.make_member("bench-backends")
-    report = common.Report()
-    report.line(common.machine())
+    env, user, project, token, report = common.start(args.db, DB_NAME, member="bench-backends")
     end_to_end(report, env, project, token, args.reps, args.poll)
     create_1000(report, user, project, args.reps)
     report.finish()

@@ -28,11 +28,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
 
-    env = common.configure("postgres", "bench_tweezer_create")
-    common.reset_database("postgres")
-    user, project, token = common.make_member()
-    report = common.Report()
-    report.line(common.machine())
+    env, user, project, token, report = common.start("postgres", "bench_tweezer_create")
     report.line(f"scenario batch creation: {args.jobs} jobs per batch, {args.reps} reps")
     specs = common.job_specs(args.jobs)
     durations = iter(range(100, 100 + 4 * 10 * (args.reps + 2) * 3, 4))

@@ -133,6 +133,18 @@ def make_member(name: str = "bench", credits: int = 10**12) -> tuple[Any, Any, s
     return user, project, token
 
 
+def start(kind: str, db_name: str, member: str = "bench") -> tuple[dict[str, str], Any, Any, str, Report]:
+    """A script's set-up: configure Django, a fresh database, empty queues, a member with
+    credits, a report that starts with the machine: (env, user, project, token, report)."""
+    env = configure(kind, db_name)
+    reset_database(kind)
+    purge_queues()
+    user, project, token = make_member(member)
+    report = Report()
+    report.line(machine())
+    return env, user, project, token, report
+
+
 def purge_queues() -> None:
     """Forget broker messages left by an earlier run (Redis DB 6 or the bench's file broker only)."""
     from portal.celery import purge_queues as purge
@@ -278,6 +290,37 @@ def post_json(session: Any, url: str, payload: Any, *, gzipped: bool = True) -> 
 
 
 # --- sequences --------------------------------------------------------------------------------
+
+
+def submit_batch(session: Any, base: str, project: Any, sequence: str, jobs: list[dict[str, Any]]) -> str:
+    """POST a closed EMU_FREE batch through the API, gzip'd as the SDK sends it: its id."""
+    payload = {
+        "sequence_builder": sequence,
+        "jobs": jobs,
+        "device_type": "EMU_FREE",
+        "project_id": str(project.pk),
+        "complete": True,
+    }
+    return str(post_json(session, f"{base}/core/api/v1/batches", payload)["id"])
+
+
+def wait_done(session: Any, base: str, batch_id: str, *, poll: float = 0.05, timeout: float = 900) -> None:
+    """Poll the batch's status through the API until it ends; raise unless it ended DONE.
+
+    Every poll is a request the web process serves on the cores the jobs run on: poll no
+    faster than the figure needs (the SDK itself waits 2 s or more between polls).
+    """
+    url = f"{base}/core/api/v1/batches/{batch_id}/status"
+    deadline = time.monotonic() + timeout
+    while (status := session.get(url, timeout=30).json()["data"]["status"]) not in TERMINAL:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"batch {batch_id} still {status} after {timeout:.0f} s")
+        time.sleep(poll)
+    if status != "DONE":
+        raise RuntimeError(f"batch {batch_id} ended {status}")
+
+
+TERMINAL = ("DONE", "ERROR", "CANCELED", "TIMED_OUT")
 
 
 def tiny_sequence(n_atoms: int = 2, duration: int = 100) -> str:

@@ -62,12 +62,7 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=0.05, help="status polling period (s)")
     args = parser.parse_args()
 
-    env = common.configure(args.db, "bench_tweezer_pipeline")
-    common.reset_database(args.db)
-    common.purge_queues()
-    _, project, token = common.make_member()
-    report = common.Report()
-    report.line(common.machine())
+    env, _, project, token, report = common.start(args.db, "bench_tweezer_pipeline")
     report.line(f"scenario pipeline ({args.db}): {args.jobs} tiny EMU_FREE jobs per repetition, {args.reps} reps")
 
     sequence = common.tiny_sequence()
@@ -85,25 +80,9 @@ def main() -> int:
 
         def tweezer_batch(n: int) -> float:
             t0 = time.perf_counter()
-            data = common.post_json(
-                session,
-                f"{base}/core/api/v1/batches",
-                {
-                    "sequence_builder": sequence,
-                    "jobs": specs[:n],
-                    "device_type": "EMU_FREE",
-                    "project_id": str(project.pk),
-                    "complete": True,
-                },
+            common.wait_done(
+                session, base, common.submit_batch(session, base, project, sequence, specs[:n]), poll=args.poll
             )
-            url = f"{base}/core/api/v1/batches/{data['id']}/status"
-            while True:
-                status = session.get(url, timeout=30).json()["data"]["status"]
-                if status in ("DONE", "ERROR", "CANCELED", "TIMED_OUT"):
-                    break
-                time.sleep(args.poll)
-            if status != "DONE":
-                raise RuntimeError(f"batch ended {status}")
             return time.perf_counter() - t0
 
         def bare_batch(n: int) -> float:

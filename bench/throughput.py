@@ -31,12 +31,7 @@ def main() -> int:
     args = parser.parse_args()
     total = args.batches * args.jobs
 
-    env = common.configure("postgres", "bench_tweezer_throughput")
-    common.reset_database("postgres")
-    common.purge_queues()
-    _, project, token = common.make_member()
-    report = common.Report()
-    report.line(common.machine())
+    env, _, project, token, report = common.start("postgres", "bench_tweezer_throughput")
     report.line(f"scenario throughput: {args.batches} batches x {args.jobs} tiny jobs, 2 worker processes")
     sequence = common.tiny_sequence()
     specs = common.job_specs(args.jobs)
@@ -48,22 +43,9 @@ def main() -> int:
 
         def burst(n_batches: int) -> float:
             t0 = time.perf_counter()
-            ids = []
-            for _ in range(n_batches):
-                payload = {
-                    "sequence_builder": sequence,
-                    "jobs": specs,
-                    "device_type": "EMU_FREE",
-                    "project_id": str(project.pk),
-                    "complete": True,
-                }
-                ids.append(common.post_json(session, f"{base}/core/api/v1/batches", payload)["id"])
-            deadline = time.monotonic() + 900
+            ids = [common.submit_batch(session, base, project, sequence, specs) for _ in range(n_batches)]
             for batch_id in ids:
-                while session.get(f"{base}/core/api/v1/batches/{batch_id}/status").json()["data"]["status"] != "DONE":
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"batch {batch_id} not DONE after 900 s")
-                    time.sleep(0.05)
+                common.wait_done(session, base, batch_id)
             return time.perf_counter() - t0
 
         burst(2)

@@ -85,19 +85,23 @@ def refund_job(job: Job, *, by: User | None, reason: str) -> int:
         return 0
     try:
         with transaction.atomic():
-            CreditTransaction.objects.create(
-                project_id=job.project_id,
-                kind=Kind.REFUND,
-                amount=job.price,
-                job=job,
-                batch_id=job.batch_id,
-                user=by,
-                reason=reason[:300],
-            )
+            _refund_row(job, by=by, reason=reason).save(force_insert=True)
     except IntegrityError:
         return 0
     Project.objects.filter(pk=job.project_id).update(balance=F("balance") + job.price)
     return int(job.price)
+
+
+def _refund_row(job: Job, *, by: User | None, reason: str) -> CreditTransaction:
+    return CreditTransaction(
+        project_id=job.project_id,
+        kind=Kind.REFUND,
+        amount=job.price,
+        job=job,
+        batch_id=job.batch_id,
+        user=by,
+        reason=reason[:300],
+    )
 
 
 def _move_balance(project: Project, delta: int) -> None:
@@ -116,20 +120,6 @@ def refund_jobs(jobs: Sequence[Job], *, by: User | None, reason: str) -> int:
     if not paid:
         return 0
     total = sum(int(job.price) for job in paid)
-    insert_all(
-        CreditTransaction,
-        [
-            CreditTransaction(
-                project_id=job.project_id,
-                kind=Kind.REFUND,
-                amount=job.price,
-                job=job,
-                batch_id=job.batch_id,
-                user=by,
-                reason=reason[:300],
-            )
-            for job in paid
-        ],
-    )
+    insert_all(CreditTransaction, [_refund_row(job, by=by, reason=reason) for job in paid])
     Project.objects.filter(pk=paid[0].project_id).update(balance=F("balance") + total)
     return total
