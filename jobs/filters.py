@@ -1,15 +1,17 @@
-"""The SDK's JobFilters and PaginationParams, as a queryset filter and a page."""
+"""The SDK's JobFilters and PaginationParams, as a queryset filter, an exact total and a page."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 from ninja import Schema
 from pydantic import AfterValidator, Field
 
+from batches.models import Batch
 from jobs.models import Job, JobStatus
 from portal.models import Membership
 
@@ -86,7 +88,50 @@ def ordered(qs: QuerySet[Job], f: Any) -> QuerySet[Job]:
     return qs.order_by(*(fields if ascending else [f"-{name}" for name in fields]))
 
 
-def page(qs: QuerySet[Job], f: Any) -> tuple[list[Job], dict[str, int]]:
-    total = qs.count()
-    items = list(ordered(qs, f)[f.offset : f.offset + f.limit])
-    return items, {"total": total, "offset": f.offset, "end": f.offset + len(items)}
+# Filters that select whole batches: with only these, `total` is a sum of `Batch.jobs_count`.
+BATCH_LEVEL_FILTERS = frozenset({"project_id", "batch_id"})
+# Not filters: how the page is cut and ordered.
+_NOT_FILTERS = frozenset({"offset", "limit", "order_by", "order_by_direction"})
+
+
+def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
+    """The batches whose jobs are exactly `filter_jobs(jobs_for(user), f)`, or None.
+
+    None unless every filter set is a batch-level one (project_id, batch_id): any other
+    field of JobFilter, including one added later, gets the exact COUNT(*). Exact because
+    `jobs_count` is maintained with the jobs (create_batch, add_jobs — retry and rebatch go
+    through these) in the same transaction, a job's project is its batch's, and jobs are
+    never deleted but with their batch; tests/conftest.py checks it after every test.
+    """
+    fields = getattr(type(f), "model_fields", None)
+    if fields is None:
+        return None
+    for name in fields:
+        if name not in _NOT_FILTERS and name not in BATCH_LEVEL_FILTERS and getattr(f, name) not in (None, []):
+            return None
+    batches = Batch.objects.filter(project_id__in=Membership.objects.filter(user=user).values("project_id"))
+    if f.project_id:
+        batches = batches.filter(project_id__in=f.project_id)
+    if f.batch_id:
+        batches = batches.filter(pk__in=f.batch_id)
+    return batches
+
+
+def count_jobs(user: Any, qs: QuerySet[Job], f: Any) -> int:
+    """`qs.count()`, read from the batches' job counters when the filter allows (RESULTS.md §3)."""
+    batches = batches_holding(user, f)
+    if batches is None:
+        return qs.count()
+    return int(batches.aggregate(n=Sum("jobs_count"))["n"] or 0)
+
+
+def page(
+    qs: QuerySet[Job], f: Any, fields: tuple[str, ...], total: Callable[[], int]
+) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+    """One page of `fields` rows, and the pagination block; `total()` is called only when needed.
+
+    A short page that is not past the end is the last one: total = offset + rows, exactly.
+    """
+    rows = list(ordered(qs, f).values_list(*fields)[f.offset : f.offset + f.limit])
+    n = f.offset + len(rows) if len(rows) < f.limit and (rows or not f.offset) else total()
+    return rows, {"total": n, "offset": f.offset, "end": f.offset + len(rows)}
