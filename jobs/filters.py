@@ -94,6 +94,13 @@ BATCH_LEVEL_FILTERS = frozenset({"project_id", "batch_id"})
 _NOT_FILTERS = frozenset({"offset", "limit", "order_by", "order_by_direction"})
 
 
+def _only_batch_level(f: Any) -> bool:
+    fields = getattr(type(f), "model_fields", None)
+    if fields is None:
+        return False
+    return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | BATCH_LEVEL_FILTERS)
+
+
 def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
     """The batches whose jobs are exactly `filter_jobs(jobs_for(user), f)`, or None.
 
@@ -103,12 +110,8 @@ def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
     through these) in the same transaction, a job's project is its batch's, and jobs are
     never deleted but with their batch; tests/conftest.py checks it after every test.
     """
-    fields = getattr(type(f), "model_fields", None)
-    if fields is None:
+    if not _only_batch_level(f):
         return None
-    for name in fields:
-        if name not in _NOT_FILTERS and name not in BATCH_LEVEL_FILTERS and getattr(f, name) not in (None, []):
-            return None
     batches = Batch.objects.filter(project_id__in=Membership.objects.filter(user=user).values("project_id"))
     if f.project_id:
         batches = batches.filter(project_id__in=f.project_id)
@@ -131,7 +134,18 @@ def page(
     """One page of `fields` rows, and the pagination block; `total()` is called only when needed.
 
     A short page that is not past the end is the last one: total = offset + rows, exactly.
+    The SDK's `Batch.ordered_jobs` (one batch, creation order ascending, `offset=end`) is
+    paged by key: a batch's `order`s are 0…jobs_count-1, so position `offset` is
+    `order = offset`, found in the (batch, order) index instead of skipping `offset` rows.
     """
-    rows = list(ordered(qs, f).values_list(*fields)[f.offset : f.offset + f.limit])
+    qs = ordered(qs, f)
+    by_key = (
+        f.order_by == "creation_order"
+        and f.order_by_direction == "ASC"
+        and len(f.batch_id or ()) == 1
+        and _only_batch_level(f)
+    )
+    window = qs.filter(order__gte=f.offset)[: f.limit] if by_key else qs[f.offset : f.offset + f.limit]
+    rows = list(window.values_list(*fields))
     n = f.offset + len(rows) if len(rows) < f.limit and (rows or not f.offset) else total()
     return rows, {"total": n, "offset": f.offset, "end": f.offset + len(rows)}

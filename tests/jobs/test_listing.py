@@ -113,6 +113,16 @@ def test_the_sdks_ordered_jobs_loop_reads_every_job_once(world: dict[str, Any]) 
     assert seen == list(range(grown.jobs_count)) == list(range(5))
 
 
+def test_ordered_jobs_pages_by_key_not_by_offset(world: dict[str, Any]) -> None:
+    grown = world["batches"][1]
+    query = {"batch_id": str(grown.pk), "order_by": "creation_order", "order_by_direction": "ASC"}
+    with CaptureQueriesContext(connection) as queries:
+        body = _get(world["member"], {**query, "offset": 3, "limit": 100})
+    assert [j["creation_order"] for j in body["data"]] == [3, 4] and body["pagination"]["total"] == 5
+    pages = [q["sql"] for q in queries.captured_queries if "jobs_job" in q["sql"]]
+    assert len(pages) == 1 and "OFFSET" not in pages[0].upper(), pages
+
+
 def test_batch_level_totals_are_read_from_the_batches_not_counted(world: dict[str, Any]) -> None:
     member, first = world["member"], world["projects"][0]
     with CaptureQueriesContext(connection) as queries:
