@@ -140,6 +140,7 @@ def sql_page(
 ) -> int:
     """The hand-written equivalent, doing what the API does: one page of 100 rows, then the total.
 
+    The one-batch creation-order listing (`Batch.ordered_jobs`) pages by key, as the API does.
     The total: none needed when the page is short but not past the end (offset + rows); else
     SUM(jobs_count) over the batches when the filter selects whole batches; else COUNT(*).
     """
@@ -147,7 +148,11 @@ def sql_page(
     base = "FROM jobs_job j WHERE j.project_id " + membership + where
     order = 'j.batch_id, j."order"' if creation_order else 'j.created_at DESC, j."order" DESC'
     with conn.cursor() as cur:
-        cur.execute(f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT {LIMIT} OFFSET {offset}", [user_id, *params])
+        if creation_order:  # one batch, ascending: by key, as the API does (orders are 0…n-1)
+            page = f'SELECT {COLUMNS} {base} AND j."order" >= %s ORDER BY {order} LIMIT {LIMIT}'
+            cur.execute(page, [user_id, *params, offset])
+        else:
+            cur.execute(f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT {LIMIT} OFFSET {offset}", [user_id, *params])
         rows = cur.fetchall()
         if len(rows) < LIMIT and (rows or not offset):
             return offset + len(rows)
