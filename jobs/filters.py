@@ -101,6 +101,18 @@ def _only_batch_level(f: Any) -> bool:
     return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | BATCH_LEVEL_FILTERS)
 
 
+# Filters on the keys of the listing indexes (jobs.models: job_created_project_id, job_project_created_id).
+_LISTING_INDEX_FILTERS = frozenset({"project_id", "start_date", "end_date"})
+
+
+def _in_listing_index(f: Any) -> bool:
+    """Filtered on the index's keys only (so in created_at order, the index's)."""
+    fields = getattr(type(f), "model_fields", None)
+    if fields is None:
+        return False
+    return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | _LISTING_INDEX_FILTERS)
+
+
 def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
     """The batches whose jobs are exactly `filter_jobs(jobs_for(user), f)`, or None.
 
@@ -145,7 +157,15 @@ def page(
         and len(f.batch_id or ()) == 1
         and _only_batch_level(f)
     )
-    window = qs.filter(order__gte=f.offset)[: f.limit] if by_key else qs[f.offset : f.offset + f.limit]
+    if by_key:
+        window = qs.filter(order__gte=f.offset)[: f.limit]
+    elif f.offset and _in_listing_index(f):
+        # A deferred join: the offset is skipped in the index (project, created_at, order, id
+        # are its keys: an index-only scan), and only the page's rows are read from the table.
+        ids = qs.values("pk")[f.offset : f.offset + f.limit]
+        window = Job.objects.filter(pk__in=ids).order_by(*qs.query.order_by)
+    else:
+        window = qs[f.offset : f.offset + f.limit]
     rows = list(window.values_list(*fields))
     n = f.offset + len(rows) if len(rows) < f.limit and (rows or not f.offset) else total()
     return rows, {"total": n, "offset": f.offset, "end": f.offset + len(rows)}

@@ -89,6 +89,8 @@ def test_total_and_page_are_exact_for_every_filter_and_offset(world: dict[str, A
         {"min_runs": 0},
         {"id": some_ids[:3]},
         {"batch_id": [grown], "start_date": (timezone.now() - timedelta(days=1)).isoformat()},
+        {"project_id": [first], "start_date": (timezone.now() - timedelta(days=1)).isoformat()},
+        {"end_date": (timezone.now() + timedelta(days=1)).isoformat(), "order_by_direction": "ASC"},
     ]
     for case in cases:
         f = JobFilter.model_validate(case)
@@ -162,6 +164,17 @@ def test_every_filter_of_the_schema_is_classified(member: Any) -> None:
         batches_holding(member.user, JobFilter.model_validate({"offset": 5, "limit": 3, "order_by": "created_at"}))
         is not None
     )
+
+
+def test_a_deep_page_skips_its_offset_in_the_index_then_reads_its_rows(world: dict[str, Any]) -> None:
+    member, first = world["member"], world["projects"][0]
+    f = JobFilter.model_validate({"project_id": [str(first.pk)]})
+    expected = [str(pk) for pk in ordered(filter_jobs(jobs_for(member.user), f), f).values_list("pk", flat=True)]
+    with CaptureQueriesContext(connection) as queries:
+        body = _get(member, {"project_id": str(first.pk), "offset": 4, "limit": 3})
+    assert [j["id"] for j in body["data"]] == expected[4:7]
+    (listing,) = [q["sql"] for q in queries.captured_queries if "jobs_job" in q["sql"]]
+    assert listing.upper().count("SELECT") == 3, listing  # page, its ids (deferred join), membership
 
 
 def test_the_listing_body_is_what_the_response_schema_renders(world: dict[str, Any]) -> None:
