@@ -1,15 +1,17 @@
-"""The SDK's JobFilters and PaginationParams, as a queryset filter and a page."""
+"""The SDK's JobFilters and PaginationParams, as a queryset filter, an exact total and a page."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
 from ninja import Schema
 from pydantic import AfterValidator, Field
 
+from batches.models import Batch
 from jobs.models import Job, JobStatus
 from portal.models import Membership
 
@@ -86,7 +88,84 @@ def ordered(qs: QuerySet[Job], f: Any) -> QuerySet[Job]:
     return qs.order_by(*(fields if ascending else [f"-{name}" for name in fields]))
 
 
-def page(qs: QuerySet[Job], f: Any) -> tuple[list[Job], dict[str, int]]:
-    total = qs.count()
-    items = list(ordered(qs, f)[f.offset : f.offset + f.limit])
-    return items, {"total": total, "offset": f.offset, "end": f.offset + len(items)}
+# Filters that select whole batches: with only these, `total` is a sum of `Batch.jobs_count`.
+BATCH_LEVEL_FILTERS = frozenset({"project_id", "batch_id"})
+# Not filters: how the page is cut and ordered.
+_NOT_FILTERS = frozenset({"offset", "limit", "order_by", "order_by_direction"})
+
+
+def _only_batch_level(f: Any) -> bool:
+    fields = getattr(type(f), "model_fields", None)
+    if fields is None:
+        return False
+    return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | BATCH_LEVEL_FILTERS)
+
+
+# Filters on the keys of the listing indexes (jobs.models: job_created_project_id, job_project_created_id).
+_LISTING_INDEX_FILTERS = frozenset({"project_id", "start_date", "end_date"})
+
+
+def _in_listing_index(f: Any) -> bool:
+    """Filtered on the index's keys only (so in created_at order, the index's)."""
+    fields = getattr(type(f), "model_fields", None)
+    if fields is None:
+        return False
+    return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | _LISTING_INDEX_FILTERS)
+
+
+def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
+    """The batches whose jobs are exactly `filter_jobs(jobs_for(user), f)`, or None.
+
+    None unless every filter set is a batch-level one (project_id, batch_id): any other
+    field of JobFilter, including one added later, gets the exact COUNT(*). Exact because
+    `jobs_count` is maintained with the jobs (create_batch, add_jobs — retry and rebatch go
+    through these) in the same transaction, a job's project is its batch's, and jobs are
+    never deleted but with their batch; tests/conftest.py checks it after every test.
+    """
+    if not _only_batch_level(f):
+        return None
+    batches = Batch.objects.filter(project_id__in=Membership.objects.filter(user=user).values("project_id"))
+    if f.project_id:
+        batches = batches.filter(project_id__in=f.project_id)
+    if f.batch_id:
+        batches = batches.filter(pk__in=f.batch_id)
+    return batches
+
+
+def count_jobs(user: Any, qs: QuerySet[Job], f: Any) -> int:
+    """`qs.count()`, read from the batches' job counters when the filter allows (RESULTS.md §3)."""
+    batches = batches_holding(user, f)
+    if batches is None:
+        return qs.count()
+    return int(batches.aggregate(n=Sum("jobs_count"))["n"] or 0)
+
+
+def page(
+    qs: QuerySet[Job], f: Any, fields: tuple[str, ...], total: Callable[[], int]
+) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+    """One page of `fields` rows, and the pagination block; `total()` is called only when needed.
+
+    A short page that is not past the end is the last one: total = offset + rows, exactly.
+    The SDK's `Batch.ordered_jobs` (one batch, creation order ascending, `offset=end`) is
+    paged by key: a batch's `order`s are 0…jobs_count-1, so position `offset` is
+    `order = offset`, found in the (batch, order) index instead of skipping `offset` rows.
+    """
+    qs = ordered(qs, f)
+    by_key = (
+        f.order_by == "creation_order"
+        and f.order_by_direction == "ASC"
+        and len(f.batch_id or ()) == 1
+        and _only_batch_level(f)
+    )
+    if by_key:
+        window = qs.filter(order__gte=f.offset)[: f.limit]
+    elif f.offset and _in_listing_index(f):
+        # A deferred join: the offset is skipped in the index (project, created_at, order, id
+        # are its keys: an index-only scan), and only the page's rows are read from the table.
+        ids = qs.values("pk")[f.offset : f.offset + f.limit]
+        window = Job.objects.filter(pk__in=ids).order_by(*qs.query.order_by)
+    else:
+        window = qs[f.offset : f.offset + f.limit]
+    rows = list(window.values_list(*fields))
+    n = f.offset + len(rows) if len(rows) < f.limit and (rows or not f.offset) else total()
+    return rows, {"total": n, "offset": f.offset, "end": f.offset + len(rows)}

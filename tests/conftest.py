@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Max, Q, Sum
 
 from backends.devices import sync_devices
 from backends.models import Device
@@ -81,6 +81,25 @@ def ledger_invariant(request: pytest.FixtureRequest, django_db_blocker: Any) -> 
             .filter(n__gt=1)
         )
         assert not doubled.exists(), f"jobs charged or refunded twice: {list(doubled)}"
+
+
+@pytest.fixture(autouse=True)
+def jobs_count_invariant(request: pytest.FixtureRequest, django_db_blocker: Any) -> Iterator[None]:
+    """After every database test: a batch's `jobs_count` is its number of jobs, their `order`s are
+    0…jobs_count-1, and a job's project is its batch's (GET /jobs's `total` relies on it)."""
+    yield
+    if not DB_FIXTURES & set(request.fixturenames) and not request.node.get_closest_marker("django_db"):
+        return
+    from batches.models import Batch
+    from jobs.models import Job
+
+    with django_db_blocker.unblock():
+        counted = Batch.objects.annotate(n=Count("jobs"), last=Max("jobs__order"))
+        # With the (batch, order) unique constraint, count = jobs_count and max = count - 1 mean 0…n-1.
+        wrong = counted.filter(~Q(jobs_count=F("n")) | (Q(n__gt=0) & ~Q(last=F("jobs_count") - 1)))
+        assert not wrong.exists(), f"jobs_count != jobs: {list(wrong.values('pk', 'jobs_count', 'n', 'last'))}"
+        elsewhere = Job.objects.exclude(project_id=F("batch__project_id"))
+        assert not elsewhere.exists(), f"jobs in another project than their batch: {list(elsewhere.values('pk'))}"
 
 
 @pytest.fixture
