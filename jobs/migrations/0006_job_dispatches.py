@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0004_job_project_created_order_index'),
+        ('jobs', '0005_job_listing_covering_indexes'),
     ]
 
     operations = [
