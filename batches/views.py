@@ -10,6 +10,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Avg, Count, F, Q
@@ -31,6 +32,7 @@ from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
 
 JOBS_PER_PAGE = 50
 POLL_FIRST, POLL_MAX = 2, 20
+DONE_COUNTS_SECONDS = 24 * 3600
 
 
 def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
@@ -60,7 +62,39 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     batches = form.apply(batches) if request.GET else batches.order_by("-created_at", "-pk")
     page = CappedPaginator(batches, 25).get_page(request.GET.get("page"))
     rows = _with_counts(list(page.object_list))
-    return render(request, "batches/list.html", {"page": page, "rows": rows, "form": form})
+    context = {"page": page, "rows": rows, "form": form, "filter_query": _without(request.GET, "page")}
+    return render(request, "batches/list.html", context)
+
+
+# The columns of the batch page's job rows (portal/templatetags/tweezer.py: job_rows), read as
+# dicts: no model instance per row, and no job's own sequence or errors (they can be large).
+JOB_ROW_FIELDS = (
+    "id", "order", "status", "runs", "variables", "parent_id", "price",
+    "start_timestamp", "end_timestamp", "result_path",
+)  # fmt: skip
+
+
+class KnownCountPaginator(Paginator):
+    """A paginator told its count by a caller that already knows it."""
+
+    capped = False  # as CappedPaginator's, for portal/_pager.html
+
+    def __init__(self, object_list: Any, per_page: int, *, count: int | None = None) -> None:
+        super().__init__(object_list, per_page)
+        if count is not None:
+            self.__dict__["count"] = count  # `count` is a cached_property: this is its cached value
+
+
+def _count_from(counts: dict[str, int], job_filter: Any) -> int | None:
+    """The number of matching jobs from the per-status counts, when only statuses filter them.
+
+    The batch page needs those counts anyway; this spares the paginator's COUNT(*) over every
+    job of the batch (10,000 rows for a large one)."""
+    others = (job_filter.min_runs, job_filter.max_runs, job_filter.errors, job_filter.start_date, job_filter.end_date)
+    if job_filter.id or any(value is not None for value in others):
+        return None
+    statuses = job_filter.status or counts.keys()
+    return sum(counts.get(status, 0) for status in set(statuses))
 
 
 class CappedPaginator(Paginator):
@@ -79,12 +113,22 @@ class CappedPaginator(Paginator):
 
 
 def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:
-    """Job counts per status for one page of batches, in one grouped query."""
-    counts: dict[Any, dict[str, int]] = {b.pk: {} for b in batches}
-    rows = Job.objects.filter(batch_id__in=counts).values("batch_id", "status").annotate(n=Count("pk")).order_by()
-    for row in rows:
-        counts[row["batch_id"]][row["status"]] = row["n"]
-    return [{"batch": b, "counts": counts[b.pk], **_progress(counts[b.pk], b.jobs_count)} for b in batches]
+    """Job counts per status for one page of batches: a DONE one's from the cache (_job_counts),
+    the others' in one grouped query. Statuses with no job are left out, the others in order."""
+    keys = {b.pk: _done_counts_key(b) for b in batches if b.status == BatchStatus.DONE}
+    cached = cache.get_many(list(keys.values())) if keys else {}
+    counts: dict[Any, dict[str, int]] = {b.pk: cached[keys[b.pk]] for b in batches if keys.get(b.pk) in cached}
+    missing = {b.pk: dict.fromkeys(JobStatus.values, 0) for b in batches if b.pk not in counts}
+    if missing:
+        rows = Job.objects.filter(batch_id__in=missing).values("batch_id", "status").annotate(n=Count("*")).order_by()
+        for row in rows:
+            missing[row["batch_id"]][row["status"]] = row["n"]
+        cache.set_many({keys[pk]: found for pk, found in missing.items() if pk in keys}, DONE_COUNTS_SECONDS)
+        counts.update(missing)
+    return [
+        {"batch": b, "counts": {s: n for s, n in counts[b.pk].items() if n}, **_progress(counts[b.pk], b.jobs_count)}
+        for b in batches
+    ]
 
 
 def _progress(counts: dict[str, int], total: int) -> dict[str, Any]:
@@ -114,6 +158,23 @@ def queue_position(batch: Batch) -> dict[str, Any] | None:
     return {"position": position, "eta": eta, "device_status": device.status}
 
 
+def _done_counts_key(batch: Batch) -> str:
+    return f"tweezer:done-batch-job-counts:{batch.pk}"
+
+
+def _job_counts(batch: Batch) -> dict[str, int]:
+    """Jobs per status. A DONE batch's never change (closed, every job terminal: DESIGN.md §2
+    rules 3, 6, 11), so they are cached: the count walks every job of the batch."""
+    if batch.status != BatchStatus.DONE:
+        return services.jobs_count_per_status(batch)
+    key = _done_counts_key(batch)
+    counts: dict[str, int] | None = cache.get(key)
+    if counts is None:
+        counts = services.jobs_count_per_status(batch)
+        cache.set(key, counts, DONE_COUNTS_SECONDS)
+    return counts
+
+
 def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
     """Poll every 2 s; back off (×2, up to 20 s) while nothing changes, reset on change."""
     try:
@@ -129,9 +190,11 @@ def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
 def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = _batch(request, batch_id)
     form = JobFilterForm(request.GET or None)
-    jobs = filter_jobs(batch.jobs.all(), form.as_filter()).order_by("order")
-    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
-    counts = services.jobs_count_per_status(batch)
+    counts = _job_counts(batch)
+    job_filter = form.as_filter()
+    jobs = filter_jobs(batch.jobs.all(), job_filter).order_by("order").values(*JOB_ROW_FIELDS)
+    paginator = KnownCountPaginator(jobs, JOBS_PER_PAGE, count=_count_from(counts, job_filter))
+    page = paginator.get_page(request.GET.get("page"))
     fingerprint = hashlib.sha1(
         repr((batch.status, batch.open, sorted(counts.items()))).encode(), usedforsecurity=False
     ).hexdigest()[:12]
