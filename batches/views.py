@@ -32,7 +32,9 @@ from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
 
 JOBS_PER_PAGE = 50
 POLL_FIRST, POLL_MAX = 2, 20
-DONE_COUNTS_SECONDS = 24 * 3600
+# How long a DONE batch's job counts and spent credits stay cached. They cannot change through
+# Tweezer; the limit bounds what an edit behind its back (admin, SQL) leaves stale.
+DONE_CACHE_SECONDS = 600
 
 
 def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
@@ -113,7 +115,7 @@ class CappedPaginator(Paginator):
 
 
 def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:
-    """Job counts per status for one page of batches: a DONE one's from the cache (_job_counts),
+    """Job counts per status for one page of batches: a DONE one's from the cache (_counts_and_spent),
     the others' in one grouped query. Statuses with no job are left out, the others in order."""
     keys = {b.pk: _done_counts_key(b) for b in batches if b.status == BatchStatus.DONE}
     cached = cache.get_many(list(keys.values())) if keys else {}
@@ -123,7 +125,7 @@ def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:
         rows = Job.objects.filter(batch_id__in=missing).values("batch_id", "status").annotate(n=Count("*")).order_by()
         for row in rows:
             missing[row["batch_id"]][row["status"]] = row["n"]
-        cache.set_many({keys[pk]: found for pk, found in missing.items() if pk in keys}, DONE_COUNTS_SECONDS)
+        cache.set_many({keys[pk]: found for pk, found in missing.items() if pk in keys}, DONE_CACHE_SECONDS)
         counts.update(missing)
     return [
         {"batch": b, "counts": {s: n for s, n in counts[b.pk].items() if n}, **_progress(counts[b.pk], b.jobs_count)}
@@ -162,17 +164,28 @@ def _done_counts_key(batch: Batch) -> str:
     return f"tweezer:done-batch-job-counts:{batch.pk}"
 
 
-def _job_counts(batch: Batch) -> dict[str, int]:
-    """Jobs per status. A DONE batch's never change (closed, every job terminal: DESIGN.md §2
-    rules 3, 6, 11), so they are cached: the count walks every job of the batch."""
+def _done_rows_key(batch: Batch, page: int, filter_query: str) -> str | None:
+    """Where the rendered rows of a page of a DONE batch's jobs are cached (job_rows): its jobs
+    never change, it offers no Retry, and a large one is read page after page."""
     if batch.status != BatchStatus.DONE:
-        return services.jobs_count_per_status(batch)
-    key = _done_counts_key(batch)
-    counts: dict[str, int] | None = cache.get(key)
-    if counts is None:
-        counts = services.jobs_count_per_status(batch)
-        cache.set(key, counts, DONE_COUNTS_SECONDS)
-    return counts
+        return None
+    query = hashlib.sha1(filter_query.encode(), usedforsecurity=False).hexdigest()[:16]
+    return f"tweezer:done-batch-rows:{batch.pk}:{page}:{query}"
+
+
+def _counts_and_spent(batch: Batch) -> tuple[dict[str, int], int]:
+    """Jobs per status and credits spent. A DONE batch's never change (closed, every job
+    terminal, refunds made as jobs end: DESIGN.md §2 rules 3, 6, 11; §3), so they are cached a
+    while: the counts walk every job of the batch, the sum every CHARGE of its jobs."""
+    if batch.status != BatchStatus.DONE:
+        return services.jobs_count_per_status(batch), services.spent_on(batch)
+    counts_key, spent_key = _done_counts_key(batch), f"tweezer:done-batch-spent:{batch.pk}"
+    cached = cache.get_many([counts_key, spent_key])
+    counts = cached.get(counts_key) or services.jobs_count_per_status(batch)
+    spent = cached[spent_key] if spent_key in cached else services.spent_on(batch)
+    if len(cached) < 2:
+        cache.set_many({counts_key: counts, spent_key: spent}, DONE_CACHE_SECONDS)
+    return counts, spent
 
 
 def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
@@ -190,9 +203,10 @@ def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
 def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = _batch(request, batch_id)
     form = JobFilterForm(request.GET or None)
-    counts = _job_counts(batch)
+    counts, spent = _counts_and_spent(batch)
     job_filter = form.as_filter()
     jobs = filter_jobs(batch.jobs.all(), job_filter).order_by("order").values(*JOB_ROW_FIELDS)
+    filter_query = _without(request.GET, "page", "poll", "fp")
     paginator = KnownCountPaginator(jobs, JOBS_PER_PAGE, count=_count_from(counts, job_filter))
     page = paginator.get_page(request.GET.get("page"))
     fingerprint = hashlib.sha1(
@@ -211,9 +225,10 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
         "queue": queue_position(batch),
         "poll": poll,
         "live_url": f"{request.path}?{live_query.urlencode()}",
-        "filter_query": _without(request.GET, "page", "poll", "fp"),
+        "filter_query": filter_query,
+        "rows_cache_key": _done_rows_key(batch, page.number, filter_query),
         "can_retry": batch.open and batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING),
-        "spent": services.spent_on(batch),
+        "spent": spent,
         **_progress(counts, batch.jobs_count),
     }
     if request.htmx:  # type: ignore[attr-defined]  # set by django_htmx's HtmxMiddleware

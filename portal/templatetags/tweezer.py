@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from django import template
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import get_current_timezone
@@ -87,10 +88,17 @@ def _time(value: datetime | None, tz: tzinfo) -> str:
 def job_rows(context: template.Context, jobs: Iterable[dict[str, Any]]) -> SafeString:
     """The <tr> of each job of the batch page (retry buttons when the context's `can_retry`).
 
-    `jobs`: dicts of batches.views.JOB_ROW_FIELDS."""
+    `jobs`: dicts of batches.views.JOB_ROW_FIELDS, read only when the rows are not in the cache
+    under the context's `rows_cache_key` (set for a DONE batch: batches.views._done_rows_key)."""
+    cache_key = context.get("rows_cache_key")
+    tz = get_current_timezone()
+    if cache_key:
+        cache_key = f"{cache_key}:{tz}"
+        cached = cache.get(cache_key)
+        if cached is not None:
+            return mark_safe(cached)  # noqa: S308 - rendered below, by this function
     batch_id = context["batch"].pk
     can_retry = context.get("can_retry")
-    tz = get_current_timezone()
     any_id = str(_ANY_ID)
     detail = reverse("jobs:detail", args=[_ANY_ID])
     download = reverse("jobs:download", args=[_ANY_ID])
@@ -126,4 +134,9 @@ def job_rows(context: template.Context, jobs: Iterable[dict[str, Any]]) -> SafeS
                 else "",
             )
         )
-    return mark_safe("".join(rows))  # noqa: S308 - every value above is escaped or a number/UUID
+    html = "".join(rows)
+    if cache_key:
+        from batches.views import DONE_CACHE_SECONDS
+
+        cache.set(cache_key, html, DONE_CACHE_SECONDS)
+    return mark_safe(html)  # noqa: S308 - every value above is escaped or a number/UUID

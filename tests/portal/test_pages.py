@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from datetime import UTC, datetime
 
@@ -431,19 +432,24 @@ def test_batch_page_pages_from_its_status_counts_unless_other_filters_apply(memb
     assert "Page 2 of 2 · 60 in all" in last
 
 
-def test_a_done_batchs_job_counts_are_counted_once(member, devices, client_for):
-    """A DONE batch's jobs are all terminal and it takes no more jobs: its counts are cached."""
+def test_a_done_batchs_counts_spent_credits_and_rows_are_read_once(member, devices, client_for):
+    """A DONE batch's jobs are all terminal and it takes no more jobs: the page caches them."""
     batch = _batch(member, n_jobs=2)
     batch.jobs.update(status=JobStatus.DONE)
     Batch.objects.filter(pk=batch.pk).update(status="DONE")
     client = client_for(member)
     url = reverse("batches:detail", args=[batch.pk])
-    for attempt in range(2):
+    pages = []
+    for _ in range(2):
         with CaptureQueriesContext(connection) as queries:
-            page = client.get(url).content.decode()
-        grouped = [q for q in queries.captured_queries if "GROUP BY" in q["sql"]]
-        assert len(grouped) == (1 if attempt == 0 else 0)
-        assert '<span class="count status-done">2</span>' in page
+            pages.append(client.get(url).content.decode())
+        jobs_or_ledger = [
+            q for q in queries.captured_queries if '"jobs_job"' in q["sql"] or "credittransaction" in q["sql"]
+        ]
+        assert len(jobs_or_ledger) == (3 if len(pages) == 1 else 0)  # counts, spent, the page of rows
+    first, second = (re.sub(r'value="[^"]{64}"|"X-CSRFToken": "[^"]+"', "", page) for page in pages)
+    assert first == second and '<span class="count status-done">2</span>' in first
+    assert first.count('<span class="badge status-done">DONE</span>') == 2 + 1  # the rows and the batch
 
 
 def test_batches_list_shows_counts_in_lifecycle_order_and_counts_a_done_batch_once(member, devices, client_for):
