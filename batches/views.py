@@ -32,8 +32,9 @@ from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
 
 JOBS_PER_PAGE = 50
 POLL_FIRST, POLL_MAX = 2, 20
-# How long a DONE batch's job counts and spent credits stay cached. They cannot change through
-# Tweezer; the limit bounds what an edit behind its back (admin, SQL) leaves stale.
+# How long a DONE batch's job counts, spent credits and rendered pages of rows stay cached.
+# They cannot change through Tweezer; the limit bounds what an edit behind its back (admin,
+# SQL) leaves stale.
 DONE_CACHE_SECONDS = 600
 
 

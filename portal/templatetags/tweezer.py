@@ -90,15 +90,16 @@ def job_rows(context: template.Context, jobs: Iterable[dict[str, Any]]) -> SafeS
 
     `jobs`: dicts of batches.views.JOB_ROW_FIELDS, read only when the rows are not in the cache
     under the context's `rows_cache_key` (set for a DONE batch: batches.views._done_rows_key)."""
-    cache_key = context.get("rows_cache_key")
+    can_retry = context.get("can_retry")
     tz = get_current_timezone()
+    # Never with Retry buttons: they hold the CSRF token of one session.
+    cache_key = None if can_retry else context.get("rows_cache_key")
     if cache_key:
         cache_key = f"{cache_key}:{tz}"
         cached = cache.get(cache_key)
         if cached is not None:
             return mark_safe(cached)  # noqa: S308 - rendered below, by this function
     batch_id = context["batch"].pk
-    can_retry = context.get("can_retry")
     any_id = str(_ANY_ID)
     detail = reverse("jobs:detail", args=[_ANY_ID])
     download = reverse("jobs:download", args=[_ANY_ID])
