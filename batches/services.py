@@ -409,7 +409,7 @@ def set_tags(batch: Batch, tags: Any) -> Batch:
 
 def jobs_count_per_status(batch: Batch) -> dict[str, int]:
     counts = dict.fromkeys(JobStatus.values, 0)
-    for row in batch.jobs.values("status").annotate(n=Count("pk")).order_by():
+    for row in batch.jobs.values("status").annotate(n=Count("*")).order_by():
         counts[row["status"]] = row["n"]
     return counts
 
@@ -420,10 +420,11 @@ def batches_for(user: User) -> QuerySet[Batch]:
 
 def get_batch_for(user: User, batch_id: UUID | str) -> Batch:
     """A batch of one of the user's projects, else NotFound (404, never 403: ids don't leak)."""
-    batch = batches_for(user).select_related("device", "project").filter(pk=batch_id).first()
-    if batch is None:
-        raise NotFound(f"Batch {batch_id} not found.")
-    return batch
+    # get(), not first(): first() would add an ORDER BY to a lookup by primary key.
+    try:
+        return batches_for(user).select_related("device", "project", "user").get(pk=batch_id)
+    except Batch.DoesNotExist:
+        raise NotFound(f"Batch {batch_id} not found.") from None
 
 
 def is_terminal(status: str) -> bool:

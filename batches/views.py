@@ -10,6 +10,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Avg, Count, F, Q
@@ -31,6 +32,10 @@ from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
 
 JOBS_PER_PAGE = 50
 POLL_FIRST, POLL_MAX = 2, 20
+# How long a DONE batch's job counts, spent credits and rendered pages of rows stay cached.
+# They cannot change through Tweezer; the limit bounds what an edit behind its back (admin,
+# SQL) leaves stale.
+DONE_CACHE_SECONDS = 600
 
 
 def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
@@ -60,7 +65,39 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     batches = form.apply(batches) if request.GET else batches.order_by("-created_at", "-pk")
     page = CappedPaginator(batches, 25).get_page(request.GET.get("page"))
     rows = _with_counts(list(page.object_list))
-    return render(request, "batches/list.html", {"page": page, "rows": rows, "form": form})
+    context = {"page": page, "rows": rows, "form": form, "filter_query": _without(request.GET, "page")}
+    return render(request, "batches/list.html", context)
+
+
+# The columns of the batch page's job rows (portal/templatetags/tweezer.py: job_rows), read as
+# dicts: no model instance per row, and no job's own sequence or errors (they can be large).
+JOB_ROW_FIELDS = (
+    "id", "order", "status", "runs", "variables", "parent_id", "price",
+    "start_timestamp", "end_timestamp", "result_path",
+)  # fmt: skip
+
+
+class KnownCountPaginator(Paginator):
+    """A paginator told its count by a caller that already knows it."""
+
+    capped = False  # as CappedPaginator's, for portal/_pager.html
+
+    def __init__(self, object_list: Any, per_page: int, *, count: int | None = None) -> None:
+        super().__init__(object_list, per_page)
+        if count is not None:
+            self.__dict__["count"] = count  # `count` is a cached_property: this is its cached value
+
+
+def _count_from(counts: dict[str, int], job_filter: Any) -> int | None:
+    """The number of matching jobs from the per-status counts, when only statuses filter them.
+
+    The batch page needs those counts anyway; this spares the paginator's COUNT(*) over every
+    job of the batch (10,000 rows for a large one)."""
+    others = (job_filter.min_runs, job_filter.max_runs, job_filter.errors, job_filter.start_date, job_filter.end_date)
+    if job_filter.id or any(value is not None for value in others):
+        return None
+    statuses = job_filter.status or counts.keys()
+    return sum(counts.get(status, 0) for status in set(statuses))
 
 
 class CappedPaginator(Paginator):
@@ -79,12 +116,22 @@ class CappedPaginator(Paginator):
 
 
 def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:
-    """Job counts per status for one page of batches, in one grouped query."""
-    counts: dict[Any, dict[str, int]] = {b.pk: {} for b in batches}
-    rows = Job.objects.filter(batch_id__in=counts).values("batch_id", "status").annotate(n=Count("pk")).order_by()
-    for row in rows:
-        counts[row["batch_id"]][row["status"]] = row["n"]
-    return [{"batch": b, "counts": counts[b.pk], **_progress(counts[b.pk], b.jobs_count)} for b in batches]
+    """Job counts per status for one page of batches: a DONE one's from the cache (_counts_and_spent),
+    the others' in one grouped query. Statuses with no job are left out, the others in order."""
+    keys = {b.pk: _done_counts_key(b) for b in batches if b.status == BatchStatus.DONE}
+    cached = cache.get_many(list(keys.values())) if keys else {}
+    counts: dict[Any, dict[str, int]] = {b.pk: cached[keys[b.pk]] for b in batches if keys.get(b.pk) in cached}
+    missing = {b.pk: dict.fromkeys(JobStatus.values, 0) for b in batches if b.pk not in counts}
+    if missing:
+        rows = Job.objects.filter(batch_id__in=missing).values("batch_id", "status").annotate(n=Count("*")).order_by()
+        for row in rows:
+            missing[row["batch_id"]][row["status"]] = row["n"]
+        cache.set_many({keys[pk]: found for pk, found in missing.items() if pk in keys}, DONE_CACHE_SECONDS)
+        counts.update(missing)
+    return [
+        {"batch": b, "counts": {s: n for s, n in counts[b.pk].items() if n}, **_progress(counts[b.pk], b.jobs_count)}
+        for b in batches
+    ]
 
 
 def _progress(counts: dict[str, int], total: int) -> dict[str, Any]:
@@ -114,6 +161,34 @@ def queue_position(batch: Batch) -> dict[str, Any] | None:
     return {"position": position, "eta": eta, "device_status": device.status}
 
 
+def _done_counts_key(batch: Batch) -> str:
+    return f"tweezer:done-batch-job-counts:{batch.pk}"
+
+
+def _done_rows_key(batch: Batch, page: int, filter_query: str) -> str | None:
+    """Where the rendered rows of a page of a DONE batch's jobs are cached (job_rows): its jobs
+    never change, it offers no Retry, and a large one is read page after page."""
+    if batch.status != BatchStatus.DONE:
+        return None
+    query = hashlib.sha1(filter_query.encode(), usedforsecurity=False).hexdigest()[:16]
+    return f"tweezer:done-batch-rows:{batch.pk}:{page}:{query}"
+
+
+def _counts_and_spent(batch: Batch) -> tuple[dict[str, int], int]:
+    """Jobs per status and credits spent. A DONE batch's never change (closed, every job
+    terminal, refunds made as jobs end: DESIGN.md §2 rules 3, 6, 11; §3), so they are cached a
+    while: the counts walk every job of the batch, the sum every CHARGE of its jobs."""
+    if batch.status != BatchStatus.DONE:
+        return services.jobs_count_per_status(batch), services.spent_on(batch)
+    counts_key, spent_key = _done_counts_key(batch), f"tweezer:done-batch-spent:{batch.pk}"
+    cached = cache.get_many([counts_key, spent_key])
+    counts = cached.get(counts_key) or services.jobs_count_per_status(batch)
+    spent = cached[spent_key] if spent_key in cached else services.spent_on(batch)
+    if len(cached) < 2:
+        cache.set_many({counts_key: counts, spent_key: spent}, DONE_CACHE_SECONDS)
+    return counts, spent
+
+
 def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
     """Poll every 2 s; back off (×2, up to 20 s) while nothing changes, reset on change."""
     try:
@@ -129,9 +204,12 @@ def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
 def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = _batch(request, batch_id)
     form = JobFilterForm(request.GET or None)
-    jobs = filter_jobs(batch.jobs.all(), form.as_filter()).order_by("order")
-    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
-    counts = services.jobs_count_per_status(batch)
+    counts, spent = _counts_and_spent(batch)
+    job_filter = form.as_filter()
+    jobs = filter_jobs(batch.jobs.all(), job_filter).order_by("order").values(*JOB_ROW_FIELDS)
+    filter_query = _without(request.GET, "page", "poll", "fp")
+    paginator = KnownCountPaginator(jobs, JOBS_PER_PAGE, count=_count_from(counts, job_filter))
+    page = paginator.get_page(request.GET.get("page"))
     fingerprint = hashlib.sha1(
         repr((batch.status, batch.open, sorted(counts.items()))).encode(), usedforsecurity=False
     ).hexdigest()[:12]
@@ -148,9 +226,10 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
         "queue": queue_position(batch),
         "poll": poll,
         "live_url": f"{request.path}?{live_query.urlencode()}",
-        "filter_query": _without(request.GET, "page", "poll", "fp"),
+        "filter_query": filter_query,
+        "rows_cache_key": _done_rows_key(batch, page.number, filter_query),
         "can_retry": batch.open and batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING),
-        "spent": services.spent_on(batch),
+        "spent": spent,
         **_progress(counts, batch.jobs_count),
     }
     if request.htmx:  # type: ignore[attr-defined]  # set by django_htmx's HtmxMiddleware

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
+from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from batches import services
@@ -374,3 +378,92 @@ def test_a_fixed_register_is_drawn_with_every_atom_used(member, devices, client_
     page = client_for(member).get(reverse("jobs:detail", args=[batch.jobs.get().pk])).content.decode()
     assert page.count('class="trap used"') == 3 and 'class="trap"' not in page
     assert "3 atoms" in page
+
+
+def _row(html: str, job_id: object) -> str:
+    start = html.index(f'<tr data-job="{job_id}">')
+    return html[start : html.index("</tr>", start)]
+
+
+def test_batch_page_rows_show_each_jobs_columns_links_and_actions(member, devices, client_for):
+    """The rows are built in Python (portal/templatetags/tweezer.py, job_rows): what each one shows."""
+    batch = _batch(member, n_jobs=2, open=True)
+    first, second = batch.jobs.order_by("order")
+    _finish(first, {"00": 1})
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    Job.objects.filter(pk=first.pk).update(start_timestamp=started, variables={"label": "<b>&"})
+    Job.objects.filter(pk=second.pk).update(parent=first)
+    page = client_for(member).get(reverse("batches:detail", args=[batch.pk])).content.decode()
+
+    row = _row(page, first.pk)
+    assert f'<a class="mono" href="{reverse("jobs:detail", args=[first.pk])}">{str(first.pk)[:8]}</a></td>' in row
+    assert '<span class="badge status-done">DONE</span>' in row
+    assert f'<td class="num">{first.runs}</td>' in row
+    assert '<td class="mono small vars">{&quot;label&quot;: &quot;&lt;b&gt;&amp;&quot;}</td>' in row
+    assert '<td class="small">03:04:05</td>\n      <td class="small">—</td>' in row
+    assert f'href="{reverse("jobs:download", args=[first.pk])}" download aria-label="Download results of job 0"' in row
+    retry = reverse("batches:retry", args=[batch.pk, first.pk])
+    assert f'<form method="post" action="{retry}"><input type="hidden" name="csrfmiddlewaretoken" value="' in row
+    assert f"charged {first.price} credits." in row
+
+    other = _row(page, second.pk)
+    assert f'title="retry of {first.pk}">retry</span>' in other and "results.json" not in other
+    assert '<span class="badge status-pending">PENDING</span>' in other and '<td class="small">—</td>' in other
+
+    services.close_batch(batch, by=member.user)
+    closed = client_for(member).get(reverse("batches:detail", args=[batch.pk])).content.decode()
+    assert "Retry" not in _row(closed, first.pk)
+
+
+def test_batch_page_pages_from_its_status_counts_unless_other_filters_apply(member, devices, client_for):
+    batch = _batch(member, n_jobs=120)
+    Job.objects.filter(batch=batch, order__lt=30).update(status=JobStatus.DONE)
+    client = client_for(member)
+    url = reverse("batches:detail", args=[batch.pk])
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(url).content.decode()
+    assert "Page 1 of 3 · 120 in all" in page
+    jobs_counts = [q for q in queries.captured_queries if '"__count" FROM "jobs_job"' in q["sql"]]
+    assert not jobs_counts, "a COUNT(*) of the jobs besides the status counts"
+    assert "Page 1 of 2 · 90 in all" in client.get(url, {"status": "PENDING"}).content.decode()
+    # runs are 10…129: a filter on them needs the paginator's own count
+    assert "Page 1 of 2 · 60 in all" in client.get(url, {"min_runs": 70}).content.decode()
+    last = client.get(url, {"min_runs": 70, "status": "PENDING", "page": 2}).content.decode()
+    assert "Page 2 of 2 · 60 in all" in last
+
+
+def test_a_done_batchs_counts_spent_credits_and_rows_are_read_once(member, devices, client_for):
+    """A DONE batch's jobs are all terminal and it takes no more jobs: the page caches them."""
+    batch = _batch(member, n_jobs=2)
+    batch.jobs.update(status=JobStatus.DONE)
+    Batch.objects.filter(pk=batch.pk).update(status="DONE")
+    client = client_for(member)
+    url = reverse("batches:detail", args=[batch.pk])
+    pages = []
+    for _ in range(2):
+        with CaptureQueriesContext(connection) as queries:
+            pages.append(client.get(url).content.decode())
+        jobs_or_ledger = [
+            q for q in queries.captured_queries if '"jobs_job"' in q["sql"] or "credittransaction" in q["sql"]
+        ]
+        assert len(jobs_or_ledger) == (3 if len(pages) == 1 else 0)  # counts, spent, the page of rows
+    first, second = (re.sub(r'value="[^"]{64}"|"X-CSRFToken": "[^"]+"', "", page) for page in pages)
+    assert first == second and '<span class="count status-done">2</span>' in first
+    assert first.count('<span class="badge status-done">DONE</span>') == 2 + 1  # the rows and the batch
+
+
+def test_batches_list_shows_counts_in_lifecycle_order_and_counts_a_done_batch_once(member, devices, client_for):
+    running = _batch(member, n_jobs=3)
+    Job.objects.filter(batch=running, order=0).update(status=JobStatus.CANCELED)
+    done = _batch(member, n_jobs=2)
+    done.jobs.update(status=JobStatus.DONE)
+    Batch.objects.filter(pk=done.pk).update(status="DONE")
+    client = client_for(member)
+    page = client.get(reverse("batches:list")).content.decode()
+    assert page.index('title="PENDING">2<') < page.index('title="CANCELED">1<')
+    assert 'title="DONE">2<' in page
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse("batches:list"))
+    grouped = [q["sql"] for q in queries.captured_queries if "GROUP BY" in q["sql"]]
+    assert len(grouped) == 1 and str(running.pk).replace("-", "") in grouped[0].replace("-", "")
+    assert str(done.pk).replace("-", "") not in grouped[0].replace("-", "")
