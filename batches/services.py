@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
+from pulser import Sequence as PulserSequence
 
 from backends.adapters import Adapter, get_adapter
 from backends.models import Device
@@ -80,17 +81,23 @@ def parse_job_specs(raw_jobs: Any, *, first_index: int = 0) -> list[JobSpec]:
 def _validate_jobs(adapter: Adapter, batch_sequence: str | None, specs: Sequence[JobSpec], first_index: int) -> None:
     """Deserialize each distinct sequence once, build it once per job, ask the adapter."""
     checked: set[str] = set()
+    batch_seq: PulserSequence | None = None  # the batch's sequence, once checked: most jobs use it
     for index, spec in enumerate(specs, start=first_index):
         where = f"Job {index}"
         text = spec.sequence or batch_sequence
         if text is None:
             raise InvalidInput(f"{where}: no sequence: give 'sequence_builder' for the batch or a job 'sequence'.")
-        seq = sequence_cache.get(text, field="sequence" if spec.sequence else "sequence_builder")
-        if text not in checked:
-            errors = adapter.validate_sequence(seq)
-            if errors:
-                raise InvalidInput(" ".join(errors), field="sequence_builder")
-            checked.add(text)
+        if spec.sequence is None and batch_seq is not None:
+            seq = batch_seq
+        else:
+            seq = sequence_cache.get(text, field="sequence" if spec.sequence else "sequence_builder")
+            if text not in checked:
+                errors = adapter.validate_sequence(seq)
+                if errors:
+                    raise InvalidInput(" ".join(errors), field="sequence_builder")
+                checked.add(text)
+            if spec.sequence is None:
+                batch_seq = seq
         variables = check_variables(seq, spec.variables, where=where)
         built = build(seq, variables, where=where)
         errors = adapter.validate(built, spec.runs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import AutoField, BigAutoField, JSONField, Model
 
 M = TypeVar("M", bound=Model)
@@ -34,15 +34,15 @@ def insert_all(model: type[M], objs: Sequence[M]) -> Sequence[M]:
     # pre_save fills auto_now(_add) times and defaults as Model.save() would. COPY sends text
     # that PostgreSQL parses per column, so plain Python values (UUIDs, aware datetimes, ints,
     # strings) go as they are; only JSON needs Django's preparation (~5× faster than preparing all).
-    json_fields = {f for f in fields if isinstance(f, JSONField)}
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+    conn = connections[connection.alias]  # the wrapper itself: the proxy looks it up on every use
+    steps = [(f.pre_save, f.get_db_prep_save if isinstance(f, JSONField) else None) for f in fields]
+    with conn.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
         for obj in objs:
-            copy.write_row(
-                [
-                    f.get_db_prep_save(f.pre_save(obj, True), connection) if f in json_fields else f.pre_save(obj, True)
-                    for f in fields
-                ]
-            )
+            row = []
+            for pre_save, prepare in steps:
+                value = pre_save(obj, True)
+                row.append(value if prepare is None else prepare(value, conn))
+            copy.write_row(row)
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias
