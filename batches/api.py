@@ -9,7 +9,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Count
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Body, Query, Router, Schema
 from pydantic import BeforeValidator, Field
 
@@ -246,7 +246,7 @@ def _counts_for(batches: list[Batch]) -> dict[Any, dict[str, int]]:
 
 
 @router.patch("/api/v1/batches/cancel", response={200: envelope(CancelBatchesOut), **ERRORS})
-def cancel_batches(request: HttpRequest, payload: CancelBatchesIn) -> dict[str, Any]:
+def cancel_batches(request: HttpRequest, payload: CancelBatchesIn) -> HttpResponse:
     def cancel_each() -> dict[str, Any]:
         canceled, errors = [], {}
         for batch_id in dict.fromkeys(payload.batch_ids):
@@ -274,13 +274,13 @@ def get_batch_status(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
 
 
 @router.patch("/api/v2/batches/{batch_id}/complete", response={200: envelope(BatchOut), **ERRORS})
-def close_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
+def close_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = services.get_batch_for(request_user(request), batch_id)
     return committed(envelope(BatchOut), lambda: ok(_full(services.close_batch(batch, by=request_user(request)))))
 
 
 @router.patch("/api/v2/batches/{batch_id}/cancel", response={200: envelope(BatchOut), **ERRORS})
-def cancel_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
+def cancel_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = services.get_batch_for(request_user(request), batch_id)
 
     def cancel() -> dict[str, Any]:
@@ -301,20 +301,20 @@ def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[Jobs]) -> Any:
 
 
 @router.patch("/api/v1/batches/{batch_id}/tags", response={200: envelope(BatchOut), **ERRORS})
-def set_tags(request: HttpRequest, batch_id: UUID, tags: Body[list[str]]) -> dict[str, Any]:
+def set_tags(request: HttpRequest, batch_id: UUID, tags: Body[list[str]]) -> HttpResponse:
     batch = services.get_batch_for(request_user(request), batch_id)
     return committed(envelope(BatchOut), lambda: ok(_full(services.set_tags(batch, tags))))
 
 
 @router.post("/api/v1/batches/{batch_id}/rebatch", response={200: envelope(BatchOut), **ERRORS})
-def rebatch(request: HttpRequest, batch_id: UUID, filters: Query[RebatchFilter]) -> dict[str, Any]:
+def rebatch(request: HttpRequest, batch_id: UUID, filters: Query[RebatchFilter]) -> HttpResponse:
     batch = services.get_batch_for(request_user(request), batch_id)
     jobs = filter_jobs(batch.jobs.all(), filters).order_by("order")
     return committed(envelope(BatchOut), lambda: ok(_full(services.rebatch(batch, jobs, by=request_user(request)))))
 
 
 @router.patch("/api/v2/batches/{batch_id}/cancel/jobs", response={200: envelope(CancelJobsOut), **ERRORS})
-def cancel_jobs(request: HttpRequest, batch_id: UUID, filters: Query[CancelJobFilter]) -> dict[str, Any]:
+def cancel_jobs(request: HttpRequest, batch_id: UUID, filters: Query[CancelJobFilter]) -> HttpResponse:
     batch = services.get_batch_for(request_user(request), batch_id)
 
     def cancel() -> dict[str, Any]:

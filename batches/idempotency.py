@@ -13,7 +13,7 @@ from ninja import Schema
 
 from batches.models import IdempotentRequest
 from portal.access import request_user
-from portal.api import committed
+from portal.api import committed, render_committed
 from portal.errors import Conflict, InvalidInput
 
 
@@ -34,7 +34,7 @@ def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], di
         return replay
     try:
         with transaction.atomic():
-            body = committed(schema, view)
+            body = render_committed(schema, view)
             IdempotentRequest.objects.create(
                 user=request_user(request), key=key, fingerprint=fingerprint, status_code=200, body=json.dumps(body)
             )
@@ -44,7 +44,7 @@ def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], di
         if replay is None:
             raise
         return replay
-    return body
+    return JsonResponse(body)
 
 
 def _replay(request: HttpRequest, key: str, fingerprint: str) -> JsonResponse | None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema
 from pydantic import Field
 
@@ -109,7 +109,7 @@ def get_workload(request: HttpRequest, workload_id: UUID) -> dict[str, Any]:
 
 
 @router.put("/api/v1/workloads/{workload_id}/cancel", response={200: envelope(WorkloadOut), **ERRORS})
-def cancel_workload(request: HttpRequest, workload_id: UUID) -> dict[str, Any]:
+def cancel_workload(request: HttpRequest, workload_id: UUID) -> HttpResponse:
     workload = workloads.get_workload_for(request_user(request), workload_id)
     return committed(
         envelope(WorkloadOut),

@@ -127,7 +127,7 @@ def get_job_status(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
 
 
 @router.patch("/api/v2/jobs/{job_id}/cancel", response={200: envelope(JobOut), **ERRORS})
-def cancel_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
+def cancel_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
     job = get_job_for(request.user, job_id)
     return committed(
         envelope(JobOut), lambda: ok(job_json(services.cancel_job(job, by=request_user(request)).canceled[0]))

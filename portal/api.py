@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -96,7 +96,7 @@ def render(schema: type[Schema], body: dict[str, Any]) -> dict[str, Any]:
     return schema.model_validate(body).model_dump(mode="json")
 
 
-def committed(schema: type[Schema], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def render_committed(schema: type[Schema], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a mutating endpoint and render its response in ONE transaction.
 
     The SDK re-sends a request answered 5xx: a response that failed to serialise after the
@@ -104,6 +104,13 @@ def committed(schema: type[Schema], build: Callable[[], dict[str, Any]]) -> dict
     """
     with transaction.atomic():
         return render(schema, build())
+
+
+def committed(schema: type[Schema], build: Callable[[], dict[str, Any]]) -> HttpResponse:
+    """`render_committed` as the HTTP answer. Already rendered by `schema`, it is not handed
+    back to ninja, which would validate it against the same schema a second time (~45 ms for
+    a batch with 1,000 jobs inline)."""
+    return JsonResponse(render_committed(schema, build))
 
 
 api = NinjaAPI(
