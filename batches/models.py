@@ -83,6 +83,10 @@ class IdempotentRequest(models.Model):
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_response_per_idempotency_key")]
 
 
+#: The tag of a workload's batch, so the portal tells it from the batches a user submitted.
+WORKLOAD_TAG = "workload"
+
+
 class Workload(models.Model):
     """One standalone run on a backend (the SDK's create_workload), carried by a one-job closed batch.
 

@@ -25,7 +25,7 @@ from backends.adapters import Adapter, get_adapter
 from backends.models import Device
 from backends.sequences import build, check_variables, sequence_cache
 from batches import scheduler
-from batches.models import TERMINAL_BATCH_STATUSES, Batch, BatchStatus, Priority
+from batches.models import TERMINAL_BATCH_STATUSES, WORKLOAD_TAG, Batch, BatchStatus, Priority, Workload
 from jobs.models import Job, JobStatus
 from portal import credits
 from portal.bulk import insert_all
@@ -376,13 +376,17 @@ def rebatch(batch: Batch, jobs: Iterable[Job] | None = None, *, by: User, filter
     specs = [JobSpec(runs=j.runs, variables=j.variables, sequence=j.sequence) for j in jobs]
     if not specs:
         raise InvalidInput("No job of this batch matches the filters: nothing to rebatch.")
+    tags = batch.tags
+    if Workload.objects.filter(batch=batch).exists():
+        # The copy is an ordinary batch: it must not look like the workload it came from.
+        tags = [tag for tag in tags or [] if tag != WORKLOAD_TAG]
     return create_batch(
         batch.project,
         by,
         sequence_builder=batch.sequence_builder,
         jobs=specs,
         device_type=batch.device.name,
-        tags=batch.tags,
+        tags=tags,
         webhook=batch.webhook,
         configuration=batch.configuration,
         backend_configuration=batch.backend_configuration,

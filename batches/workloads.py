@@ -36,12 +36,11 @@ from backends.adapters import get_adapter
 from backends.models import Device
 from backends.sequences import build, check_variables, sequence_cache
 from batches import services
-from batches.models import Batch, Workload
+from batches.models import WORKLOAD_TAG, Batch, Workload
 from jobs.models import Job, JobStatus
 from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import Project
 
-WORKLOAD_TAG = "workload"
 PULSER = "pulser"
 WORKLOAD_TYPES = (PULSER,)
 PULSER_CONFIG_REQUIRED = ("sequence", "runs")

@@ -8,7 +8,7 @@ import pytest
 
 from backends import runner
 from backends.models import Device
-from batches import workloads
+from batches import services, workloads
 from batches.models import Batch, Workload
 from jobs.models import Job, JobStatus
 from jobs.results import read_result
@@ -208,3 +208,17 @@ def test_a_nul_character_in_the_config_is_refused_before_it_reaches_the_database
         create(member, config=config(configuration={"with_noise\x00": True}))
     assert caught.value.message == "config may not contain NUL characters." and caught.value.field == "config"
     assert not Workload.objects.exists()
+
+
+def test_rebatching_a_workloads_batch_gives_an_ordinary_batch_without_the_workload_tag(member, emu):
+    workload = create(member)
+    drain(emu)
+    Batch.objects.filter(pk=workload.batch_id).update(tags=["workload", "scan-7"])
+    copy = services.rebatch(Batch.objects.get(pk=workload.batch_id), by=member.user)
+    assert copy.tags == ["scan-7"] and not Workload.objects.filter(batch=copy).exists()
+    jobs = [{"runs": 5, "variables": {"omega_max": 1.0, "qubits": QUBITS}}]
+    mine = services.create_batch(member.project, member.user, sequence_builder=SEQUENCE, jobs=jobs, tags=["workload"])
+    drain(emu)
+    assert services.rebatch(Batch.objects.get(pk=mine.pk), by=member.user).tags == ["workload"], (
+        "a user's own tag stays"
+    )
