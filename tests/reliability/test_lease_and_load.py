@@ -22,11 +22,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def slow_sequence() -> str:
-    """10 atoms for 6 µs: ~3 s of QuTiP on an idle machine (8 atoms took ~1 s), many one-second leases."""
+    """10 atoms for 15 µs: ~5 s of QuTiP on an idle machine (6 µs took only 2.0 s there, too close
+    to the test's two-lease bar), so many one-second leases."""
     seq = Sequence(Register.rectangle(1, 10, spacing=6, prefix="q"), MockDevice)
     seq.declare_channel("rydberg", "rydberg_global")
     omega = seq.declare_variable("omega_max")
-    seq.add(Pulse.ConstantPulse(duration=6000, amplitude=omega, detuning=0, phase=0), "rydberg")
+    seq.add(Pulse.ConstantPulse(duration=15000, amplitude=omega, detuning=0, phase=0), "rydberg")
     return str(seq.to_abstract_repr())
 
 
