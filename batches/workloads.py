@@ -218,5 +218,9 @@ def cancel_workload(workload: Workload, *, by: User | None) -> Workload:
 
 
 def workload_id_of(batch: Batch) -> UUID | None:
-    """The workload a batch runs, if it is one (the portal labels such batches)."""
+    """The workload a batch runs, if it is one (the portal labels such batches).
+
+    Only a batch tagged `workload` can be one: the others (nearly all) cost no query."""
+    if WORKLOAD_TAG not in (batch.tags or []):
+        return None
     return Workload.objects.filter(batch=batch).values_list("pk", flat=True).first()
