@@ -36,7 +36,9 @@ def insert_all(model: type[M], objs: Sequence[M]) -> Sequence[M]:
     # strings) go as they are; only JSON needs Django's preparation (~5× faster than preparing all).
     conn = connections[connection.alias]  # the wrapper itself: the proxy looks it up on every use
     steps = [(f.pre_save, f.get_db_prep_save if isinstance(f, JSONField) else None) for f in fields]
-    with conn.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+    # wrap_database_errors: a violated constraint raises Django's IntegrityError, as bulk_create's.
+    sql = f"COPY {table} ({columns}) FROM STDIN"
+    with conn.wrap_database_errors, conn.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for obj in objs:
             row = []
             for pre_save, prepare in steps:

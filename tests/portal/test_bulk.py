@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import IntegrityError, transaction
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 
@@ -63,3 +64,16 @@ def test_text_with_copy_escapes_survives(member: Any, devices: Any) -> None:
     stored = CreditTransaction.objects.filter(batch=batch, kind="ADJUSTMENT")
     assert stored.count() == COPY_FROM
     assert set(stored.values_list("reason", flat=True)) == {reason}
+
+
+def test_a_second_charge_for_a_job_is_refused_by_the_database_with_copy_too(member: Any, devices: Any) -> None:
+    """The one-charge-per-job constraint holds for COPY, as Django's IntegrityError (callers catch it)."""
+    jobs = [{"runs": 1, "variables": {"omega_max": 1}} for _ in range(COPY_FROM)]
+    batch = services.create_batch(member.project, member.user, sequence_builder=analog_sequence(), jobs=jobs)
+    again = [
+        CreditTransaction(project=member.project, kind="CHARGE", amount=-1, job=job, batch=batch)
+        for job in Job.objects.filter(batch=batch)
+    ]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_all(CreditTransaction, again)
+    assert CreditTransaction.objects.filter(batch=batch, kind="CHARGE").count() == COPY_FROM
