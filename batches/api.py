@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -16,7 +15,7 @@ from pydantic import BeforeValidator, Field
 from batches import services
 from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
-from jobs.api import CancelJobsOut, JobOut, cancel_jobs_json, job_json
+from jobs.api import CancelJobsOut, JobOut, cancel_jobs_json, iso, job_json
 from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import Job, JobStatus
 from portal.access import project_for, request_user
@@ -130,10 +129,6 @@ class CancelJobFilter(Schema):
     end_date: FilterDate | None = None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def batch_json(
     batch: Batch, *, counts: dict[str, int] | None = None, with_sequence: bool = False, with_jobs: bool = False
 ) -> dict[str, Any]:
@@ -148,10 +143,10 @@ def batch_json(
         "device_status": batch.device.status,
         "project_id": str(batch.project_id),
         "user_id": str(batch.user_id),
-        "created_at": _iso(batch.created_at),
-        "updated_at": _iso(batch.updated_at),
-        "start_datetime": _iso(batch.start_datetime),
-        "end_datetime": _iso(batch.end_datetime),
+        "created_at": iso(batch.created_at),
+        "updated_at": iso(batch.updated_at),
+        "start_datetime": iso(batch.start_datetime),
+        "end_datetime": iso(batch.end_datetime),
         "webhook": batch.webhook,
         "tags": batch.tags,
         "configuration": batch.configuration,

@@ -5,7 +5,6 @@ Thin: the rules are in `batches/workloads.py`; a workload's work is done by its 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +16,7 @@ from batches import workloads
 from batches.api import parse_body
 from batches.idempotency import idempotent
 from batches.models import Workload
-from jobs.api import absolute_results_url
+from jobs.api import absolute_results_url, iso
 from jobs.models import JobStatus
 from portal.access import project_for, request_user
 from portal.api import ERRORS, committed, envelope, ok
@@ -60,10 +59,6 @@ class WorkloadOut(Schema):
     )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def workload_json(request: HttpRequest, workload: Workload) -> dict[str, Any]:
     job = workloads.workload_job(workload)
     status = workloads.workload_status(workload, job)
@@ -77,11 +72,11 @@ def workload_json(request: HttpRequest, workload: Workload) -> dict[str, Any]:
         "backend": workload.batch.device.name,
         "workload_type": workload.workload_type,
         "config": workloads.workload_config(workload),
-        "created_at": _iso(workload.created_at),
-        "updated_at": _iso(max(workload.updated_at, job.updated_at, workload.batch.updated_at)),
+        "created_at": iso(workload.created_at),
+        "updated_at": iso(max(workload.updated_at, job.updated_at, workload.batch.updated_at)),
         "errors": job.errors,
-        "start_timestamp": _iso(job.start_timestamp),
-        "end_timestamp": _iso(job.end_timestamp),
+        "start_timestamp": iso(job.start_timestamp),
+        "end_timestamp": iso(job.end_timestamp),
         # The SDK downloads this while parsing the response: only a link that answers.
         "result_link": absolute_results_url(request, job) if done else None,
     }
@@ -98,7 +93,7 @@ def create_workload(request: HttpRequest, payload: WorkloadIn) -> Any:
             backend=payload.backend,
             config=raw.get("config"),
         )
-        return ok(workload_json(request, _fresh(workload)))
+        return ok(workload_json(request, workloads.reload(workload)))
 
     return idempotent(request, envelope(WorkloadOut), create)
 
@@ -115,7 +110,3 @@ def cancel_workload(request: HttpRequest, workload_id: UUID) -> HttpResponse:
         envelope(WorkloadOut),
         lambda: ok(workload_json(request, workloads.cancel_workload(workload, by=request_user(request)))),
     )
-
-
-def _fresh(workload: Workload) -> Workload:
-    return Workload.objects.select_related("batch", "batch__device").get(pk=workload.pk)

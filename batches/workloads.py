@@ -186,9 +186,19 @@ def workloads_for(user: User) -> QuerySet[Workload]:
     return Workload.objects.filter(project__memberships__user=user)
 
 
+def _with_batch(workloads: QuerySet[Workload]) -> QuerySet[Workload]:
+    """With what a response reads: the batch and its device."""
+    return workloads.select_related("batch", "batch__device")
+
+
+def reload(workload: Workload) -> Workload:
+    """The workload as it is now, with its batch and device."""
+    return _with_batch(Workload.objects.all()).get(pk=workload.pk)
+
+
 def get_workload_for(user: User, workload_id: UUID | str) -> Workload:
     """A workload of one of the user's projects, else NotFound (404, never 403: ids don't leak)."""
-    workload = workloads_for(user).select_related("batch", "batch__device").filter(pk=workload_id).first()
+    workload = _with_batch(workloads_for(user)).filter(pk=workload_id).first()
     if workload is None:
         raise NotFound(f"Workload {workload_id} not found.")
     return workload
@@ -214,7 +224,7 @@ def cancel_workload(workload: Workload, *, by: User | None) -> Workload:
                 "a running one finishes and keeps its result."
             ) from None
         raise Conflict(f"Workload {workload.id} is {status}: it can no longer be canceled.") from None
-    return Workload.objects.select_related("batch", "batch__device").get(pk=workload.pk)
+    return reload(workload)
 
 
 def workload_id_of(batch: Batch) -> UUID | None:

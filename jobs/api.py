@@ -55,7 +55,8 @@ class CancelJobsOut(Schema):
     errors: dict[str, str]
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A time as the API shows it (ISO 8601, or null)."""
     return value.isoformat() if value else None
 
 
@@ -80,10 +81,10 @@ def row_json(row: tuple[Any, ...]) -> dict[str, Any]:
         "runs": runs,
         "variables": variables,
         "errors": errors,
-        "created_at": _iso(created),
-        "updated_at": _iso(updated),
-        "start_timestamp": _iso(start),
-        "end_timestamp": _iso(end),
+        "created_at": iso(created),
+        "updated_at": iso(updated),
+        "start_timestamp": iso(start),
+        "end_timestamp": iso(end),
         "parent_id": str(parent) if parent else None,
         "creation_order": order,
     }
