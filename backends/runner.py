@@ -35,6 +35,10 @@ def claim(job_id: str, owner: str) -> Job | None:
     return Job.objects.select_related("batch", "batch__device").get(pk=job_id)
 
 
+def _lease_until(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+
+
 def _claim_update(job_id: Any, owner: str, *, now: datetime | None = None) -> bool:
     """The conditional PENDING -> RUNNING UPDATE of `claim`; True if this worker won the job.
 
@@ -52,7 +56,7 @@ def _claim_update(job_id: Any, owner: str, *, now: datetime | None = None) -> bo
         JobStatus.RUNNING,
         ops.adapt_datetimefield_value(now),
         owner,
-        ops.adapt_datetimefield_value(now + timedelta(seconds=settings.JOB_LEASE_SECONDS)),
+        ops.adapt_datetimefield_value(_lease_until(now)),
         pk.get_db_prep_value(job_id, connection),
         JobStatus.PENDING,
         BatchStatus.RUNNING,
@@ -77,7 +81,7 @@ UPDATE jobs_job SET status = %s, start_timestamp = %s, lease_owner = %s, lease_e
 
 
 def renew_lease(job_id: str, owner: str) -> bool:
-    expires = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    expires = _lease_until(timezone.now())
     return bool(
         Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, lease_owner=owner).update(lease_expires_at=expires)
     )
@@ -173,7 +177,7 @@ def _claim_next(previous: Job) -> Job | None:
     if not _claim_update(job.pk, owner, now=now):
         return None
     job.status, job.start_timestamp, job.lease_owner = JobStatus.RUNNING, now, owner
-    job.lease_expires_at = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    job.lease_expires_at = _lease_until(now)
     job.attempts += 1
     job.batch = previous.batch
     return job

@@ -94,23 +94,25 @@ BATCH_LEVEL_FILTERS = frozenset({"project_id", "batch_id"})
 _NOT_FILTERS = frozenset({"offset", "limit", "order_by", "order_by_direction"})
 
 
-def _only_batch_level(f: Any) -> bool:
-    fields = getattr(type(f), "model_fields", None)
-    if fields is None:
-        return False
-    return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | BATCH_LEVEL_FILTERS)
-
-
 # Filters on the keys of the listing indexes (jobs.models: job_created_project_id, job_project_created_id).
 _LISTING_INDEX_FILTERS = frozenset({"project_id", "start_date", "end_date"})
 
 
-def _in_listing_index(f: Any) -> bool:
-    """Filtered on the index's keys only (so in created_at order, the index's)."""
+def _filters_only_on(f: Any, allowed: frozenset[str]) -> bool:
+    """No filter of `f` is set but those in `allowed` (any field added to JobFilter later counts)."""
     fields = getattr(type(f), "model_fields", None)
     if fields is None:
         return False
-    return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | _LISTING_INDEX_FILTERS)
+    return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | allowed)
+
+
+def _only_batch_level(f: Any) -> bool:
+    return _filters_only_on(f, BATCH_LEVEL_FILTERS)
+
+
+def _in_listing_index(f: Any) -> bool:
+    """Filtered on the index's keys only (so in created_at order, the index's)."""
+    return _filters_only_on(f, _LISTING_INDEX_FILTERS)
 
 
 def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from django.db import connection, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import AutoField, BigAutoField, JSONField, Model
 
 M = TypeVar("M", bound=Model)
@@ -26,15 +26,15 @@ def insert_all(model: type[M], objs: Sequence[M]) -> Sequence[M]:
     With COPY, database-generated primary keys (AutoField) are not read back: callers that
     need them must use `bulk_create`. Client-side keys (UUIDs) are set as usual.
     """
-    if connection.vendor != "postgresql" or len(objs) < COPY_FROM:
+    conn = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the `connection` proxy looks it up on every use
+    if conn.vendor != "postgresql" or len(objs) < COPY_FROM:
         return model.objects.bulk_create(objs)  # type: ignore[attr-defined, no-any-return]  # the default manager
     fields = [f for f in model._meta.concrete_fields if not isinstance(f, (AutoField, BigAutoField))]
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
-    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(conn.ops.quote_name(str(f.column)) for f in fields)
+    table = conn.ops.quote_name(model._meta.db_table)
     # pre_save fills auto_now(_add) times and defaults as Model.save() would. COPY sends text
     # that PostgreSQL parses per column, so plain Python values (UUIDs, aware datetimes, ints,
     # strings) go as they are; only JSON needs Django's preparation (~5× faster than preparing all).
-    conn = connections[connection.alias]  # the wrapper itself: the proxy looks it up on every use
     steps = [(f.pre_save, f.get_db_prep_save if isinstance(f, JSONField) else None) for f in fields]
     # wrap_database_errors: a violated constraint raises Django's IntegrityError, as bulk_create's.
     sql = f"COPY {table} ({columns}) FROM STDIN"
@@ -47,5 +47,5 @@ def insert_all(model: type[M], objs: Sequence[M]) -> Sequence[M]:
             copy.write_row(row)
     for obj in objs:
         obj._state.adding = False
-        obj._state.db = connection.alias
+        obj._state.db = conn.alias
     return objs
