@@ -14,7 +14,6 @@ Redis database than the bench default.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -173,7 +172,6 @@ def main() -> int:
     # SDK itself polls every 2 s or more. 50 ms keeps the client's own cost out of the figure.
     parser.add_argument("--poll", type=float, default=0.05, help="status polling period (s)")
     args = parser.parse_args()
-    common.REDIS_URL = os.environ.get("BENCH_REDIS_URL", common.REDIS_URL)
 
     env, user, project, token, report = common.start(args.db, DB_NAME, member="bench-backends")
     end_to_end(report, env, project, token, args.reps, args.poll)

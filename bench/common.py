@@ -33,8 +33,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-# Each script has its own database (bench_tweezer, bench_tweezer_<scenario>): they may run at once.
-DB_NAME = os.environ.get("BENCH_DB_NAME", "bench_tweezer")
+# Each script has its own database (bench_tweezer_<scenario>), so scripts may run at once;
+# BENCH_DB_NAME overrides it (two runs of the same script at once). Set by `configure`.
+DB_NAME = "bench_tweezer"
 
 
 def bench_env(kind: str = "postgres") -> dict[str, str]:
@@ -64,7 +65,7 @@ def bench_env(kind: str = "postgres") -> dict[str, str]:
 def configure(kind: str = "postgres", db_name: str = "bench_tweezer") -> dict[str, str]:
     """Set this process's environment and set Django up; call before any Django import."""
     global DB_NAME
-    DB_NAME = db_name
+    DB_NAME = os.environ.get("BENCH_DB_NAME") or db_name
     env = bench_env(kind)
     for key in ("DATABASE_URL", "CELERY_BROKER_URL"):
         os.environ.pop(key, None)

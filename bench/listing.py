@@ -11,7 +11,6 @@ COUNT(*)). API and SQL repetitions alternate. `--scale 0.1` stops at 100k for a 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -196,7 +195,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the bench database afterwards")
     args = parser.parse_args()
 
-    env = common.configure("postgres", os.environ.get("BENCH_DB_NAME", "bench_tweezer_listing"))
+    env = common.configure("postgres", "bench_tweezer_listing")
     common.reset_database("postgres")
     user, project, token = common.make_member()
     from backends.models import Device

@@ -11,7 +11,6 @@ and the product's store_result), with a real QuTiP result as every job's payload
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -99,8 +98,7 @@ def main() -> int:
     parser.add_argument("--page-reps", type=int, default=41)
     args = parser.parse_args()
 
-    # BENCH_DB_NAME: a database (and var/h-bench/<name>/ folder) of its own when runs overlap.
-    env = common.configure("postgres", os.environ.get("BENCH_DB_NAME", "bench_tweezer_portal"))
+    env = common.configure("postgres", "bench_tweezer_portal")
     common.reset_database("postgres")
     user, project, _ = common.make_member()
     t0 = time.perf_counter()
