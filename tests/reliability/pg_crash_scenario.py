@@ -87,6 +87,10 @@ def main() -> int:
         active = [JobStatus.PENDING, JobStatus.RUNNING]
         wait_for(lambda: not Job.objects.filter(status__in=active).exists(), 300, "every job to end")
         recovered = time.monotonic() - crashed_at
+        # A batch ends in the `advance` that follows its last job's end: wait for it, not a snapshot
+        # in between (a batch left RUNNING would time out here, and fail the test below).
+        batch_model = type(batches[0])
+        wait_for(lambda: not batch_model.objects.filter(status__in=["PENDING", "RUNNING"]).exists(), 60, "batches")
         result = {
             "jobs": Job.objects.count(),
             "total": total,
@@ -95,7 +99,7 @@ def main() -> int:
             "done_after_recovery": done_after_recovery,
             "attempts_over_1": Job.objects.filter(attempts__gt=1).count(),
             "all_terminal_after_s": round(recovered, 1),
-            "batches": sorted({b.status for b in type(batches[0]).objects.all()}),
+            "batches": sorted({b.status for b in batch_model.objects.all()}),
             "money_problems": money_problems(),
         }
     finally:
