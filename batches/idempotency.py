@@ -17,7 +17,9 @@ from portal.api import committed, render_committed
 from portal.errors import Conflict, InvalidInput
 
 
-def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], dict[str, Any]]) -> Any:
+def idempotent(
+    request: HttpRequest, schema: type[Schema], view: Callable[[], dict[str, Any]], *, rendered: bool = False
+) -> Any:
     """Run `view()` once per (user, Idempotency-Key); replay its answer on a retry.
 
     The work, its rendered response and the stored copy commit together (see `committed`);
@@ -25,7 +27,7 @@ def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], di
     """
     key = request.headers.get("Idempotency-Key")
     if not key:
-        return committed(schema, view)
+        return committed(schema, view, rendered=rendered)
     if len(key) > 255:
         raise InvalidInput("'Idempotency-Key' must be at most 255 characters.", field="Idempotency-Key")
     fingerprint = hashlib.sha256((request.method or "").encode() + request.path.encode() + request.body).hexdigest()
@@ -34,7 +36,7 @@ def idempotent(request: HttpRequest, schema: type[Schema], view: Callable[[], di
         return replay
     try:
         with transaction.atomic():
-            body = render_committed(schema, view)
+            body = render_committed(schema, view, rendered=rendered)
             IdempotentRequest.objects.create(
                 user=request_user(request), key=key, fingerprint=fingerprint, status_code=200, body=json.dumps(body)
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -56,6 +57,10 @@ class Batch(models.Model):
             models.Index(fields=["project", "-created_at"], name="batch_project_created"),
             models.Index(fields=["status"], name="batch_status"),
         ]
+
+    #: Not a column. On the instance `services.create_batch` returns: its jobs' rows as written
+    #: (`jobs.api.JOB_COLUMNS` keys), for an answer that does not read 1,000 jobs back.
+    created_jobs: list[dict[str, Any]] | None = None
 
     def __str__(self) -> str:
         return f"Batch {self.id}"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -28,7 +28,7 @@ from batches import scheduler
 from batches.models import TERMINAL_BATCH_STATUSES, WORKLOAD_TAG, Batch, BatchStatus, Priority, Workload
 from jobs.models import Job, JobStatus
 from portal import credits
-from portal.bulk import insert_all
+from portal.bulk import insert_rows
 from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import CreditTransaction, Project
 
@@ -126,20 +126,27 @@ def _check_device_accepts_work(device: Device) -> None:
         raise InvalidInput(f"Device {device.name} is DOWN{reason}", field="device_type")
 
 
-def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: User, start: int) -> list[Job]:
+def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: User, start: int) -> list[dict[str, Any]]:
+    """The jobs' rows, ready for `insert_rows`: plain dicts, ids made here (1,000 `Job` instances
+    cost more than their COPY). With the times `insert_rows` adds, every column a job shows."""
     price = batch.device.price_per_run
     return [
-        Job(
-            batch=batch,
-            project_id=batch.project_id,
-            user=user,
-            order=start + i,
-            runs=spec.runs,
-            variables=spec.variables,
-            sequence=spec.sequence,
-            parent_id=spec.parent_id,
-            price=spec.runs * price,
-        )
+        {
+            "id": uuid4(),
+            "status": JobStatus.PENDING,
+            "errors": None,
+            "start_timestamp": None,
+            "end_timestamp": None,
+            "batch_id": batch.pk,
+            "project_id": batch.project_id,
+            "user_id": user.pk,
+            "order": start + i,
+            "runs": spec.runs,
+            "variables": spec.variables,
+            "sequence": spec.sequence,
+            "parent_id": spec.parent_id,
+            "price": spec.runs * price,
+        }
         for i, spec in enumerate(specs)
     ]
 
@@ -194,9 +201,11 @@ def create_batch(
             parent=parent,
             jobs_count=len(specs),
         )
-        created = insert_all(Job, _new_jobs(batch, specs, user, 0))
-        credits.charge_jobs(batch, created, by=user)
+        rows = _new_jobs(batch, specs, user, 0)
+        insert_rows(Job, rows)
+        credits.charge_jobs(batch, [(row["id"], row["price"]) for row in rows], by=user)
         transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
+    batch.created_jobs = rows
     return batch
 
 
@@ -245,14 +254,14 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
             and device.status == Device.Status.UP
             and not has_active_job
         )
-        new_jobs = _new_jobs(locked, specs, by, start)
+        rows = _new_jobs(locked, specs, by, start)
         if idle_running:
-            new_jobs[0].dispatched_at, new_jobs[0].dispatches = now, 1  # sent on commit, below
-        created = insert_all(Job, new_jobs)
+            rows[0]["dispatched_at"], rows[0]["dispatches"] = now, 1  # sent on commit, below
+        insert_rows(Job, rows)
         Batch.objects.filter(pk=batch.pk).update(jobs_count=F("jobs_count") + len(specs), last_activity_at=now)
-        credits.charge_jobs(locked, created, by=by)
+        credits.charge_jobs(locked, [(row["id"], row["price"]) for row in rows], by=by)
         if idle_running:
-            first = created[0].pk
+            first = rows[0]["id"]
             transaction.on_commit(lambda: scheduler.send_jobs([first], device.queue), robust=True)
         else:
             transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)

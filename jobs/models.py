@@ -21,16 +21,20 @@ TERMINAL_JOB_STATUSES = frozenset({JobStatus.DONE, JobStatus.ERROR, JobStatus.CA
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    batch = models.ForeignKey("batches.Batch", on_delete=models.CASCADE, related_name="jobs")
+    # No single-column indexes on batch and project: (batch, order) and (project, created_at, …)
+    # start with them and serve the same lookups; each index costs every insert and update.
+    batch = models.ForeignKey("batches.Batch", on_delete=models.CASCADE, related_name="jobs", db_index=False)
     # Copied from the batch so that project-wide listings need no join.
-    project = models.ForeignKey("portal.Project", on_delete=models.PROTECT, related_name="jobs")
+    project = models.ForeignKey("portal.Project", on_delete=models.PROTECT, related_name="jobs", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
     order = models.PositiveIntegerField(help_text="Position in the batch: jobs run in this order.")
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING)
     runs = models.PositiveIntegerField()
     variables = models.JSONField(null=True, blank=True)
     sequence = models.TextField(null=True, blank=True, help_text="Per-job sequence, if any.")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries", db_index=False
+    )
     errors = models.JSONField(null=True, blank=True)
     price = models.PositiveBigIntegerField(default=0, help_text="Credits charged for this job.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -50,7 +54,6 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at", "-order"]
         indexes = [
-            models.Index(fields=["batch", "order"], name="job_batch_order"),
             models.Index(fields=["batch", "status"], name="job_batch_status"),
             # The page order of GET /jobs (newest first), of one project or of all the user's
             # projects. With `project` and `id` in the keys, a deep page's offset is skipped in
@@ -58,7 +61,10 @@ class Job(models.Model):
             models.Index(fields=["project", "-created_at", "-order", "id"], name="job_project_created_id"),
             models.Index(fields=["-created_at", "-order", "project", "id"], name="job_created_project_id"),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
+            # Only retries have a parent: index those alone (a job's retries, SET NULL on delete).
+            models.Index(fields=["parent"], name="job_parent", condition=models.Q(parent__isnull=False)),
         ]
+        # Its index is the (batch, order) index: a batch's jobs in order, and a job by position.
         constraints = [models.UniqueConstraint(fields=["batch", "order"], name="one_job_per_batch_position")]
 
     def __str__(self) -> str:

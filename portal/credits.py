@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 
-from portal.bulk import insert_all
+from portal.bulk import insert_all, insert_rows
 from portal.errors import InsufficientCredits
 from portal.models import CreditTransaction, Project
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from django.contrib.auth.models import User
 
     from batches.models import Batch
@@ -53,30 +55,29 @@ def adjust(project: Project, amount: int, *, by: User | None, reason: str) -> Cr
         )
 
 
-def charge_jobs(batch: Batch, jobs: Sequence[Job], *, by: User | None) -> int:
-    """Charge every job its price in one step; refuse the whole set if the project cannot pay.
+def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | None) -> int:
+    """Charge every job (id, price) its price in one step; refuse the whole set if the project cannot pay.
 
     Raises InsufficientCredits, which the caller lets roll back the jobs it created.
     """
-    total = sum(job.price for job in jobs)
+    total = sum(price for _, price in prices)
     if total == 0:
         return 0
     _move_balance(batch.project, -total)
-    insert_all(
+    user_id = by.pk if by else None
+    insert_rows(
         CreditTransaction,
         [
-            # Ids, not instances: assigning a saved instance to a relation asks the database
-            # router about it, which costs more than the row itself for a 1,000-job submission.
-            CreditTransaction(
-                project_id=batch.project_id,
-                kind=Kind.CHARGE,
-                amount=-job.price,
-                job_id=job.pk,
-                batch_id=batch.pk,
-                user_id=by.pk if by else None,
-            )
-            for job in jobs
-            if job.price
+            {
+                "project_id": batch.project_id,
+                "kind": Kind.CHARGE,
+                "amount": -price,
+                "job_id": job_id,
+                "batch_id": batch.pk,
+                "user_id": user_id,
+            }
+            for job_id, price in prices
+            if price
         ],
     )
     return total

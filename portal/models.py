@@ -77,7 +77,8 @@ class CreditTransaction(models.Model):
         ADJUSTMENT = "ADJUSTMENT"
 
     id = models.BigAutoField(primary_key=True)
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="transactions")
+    # No index of its own: ledger_project_created starts with it.
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="transactions", db_index=False)
     kind = models.CharField(max_length=12, choices=Kind.choices)
     amount = models.BigIntegerField()
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.PROTECT, related_name="transactions")

@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
+from pulser import Pulse, Register, Sequence
+from pulser.devices import MockDevice
 
 from backends.models import Device
 from batches.models import Batch
@@ -71,6 +73,22 @@ def test_gzip_create_returns_the_jsend_envelope_with_the_batch(api):
     assert (body["status"], body["code"], body["message"]) == ("success", 200, "OK.")
     assert body["data"]["jobs_count"] == 1 and body["data"]["sequence_builder"] == SEQUENCE
     assert body["data"]["jobs"][0]["status"] == "PENDING"
+
+
+def test_the_create_answer_is_the_batch_as_read_back_in_every_field(api):
+    """The answer is built from the rows as written, not read back: it must be what GET reads."""
+    seq = Sequence(Register.rectangle(1, 2, spacing=6, prefix="q"), MockDevice)
+    seq.declare_channel("rydberg", "rydberg_global")
+    seq.add(Pulse.ConstantPulse(duration=100, amplitude=1, detuning=0, phase=0), "rydberg")
+    fixed = str(seq.to_abstract_repr())
+    jobs = [{"runs": 10 + i, "variables": {"omega_max": 1 + i / 10}} for i in range(30)] + [
+        {"runs": 3, "sequence": fixed}
+    ]
+    created = api.create(jobs=jobs, tags=["sweep"], configuration={"dt": 10}).json()["data"]
+    read = api.call("GET", f"/api/v2/batches/{created['id']}").json()["data"]
+    assert created == read
+    assert [j["creation_order"] for j in created["jobs"]] == list(range(31))
+    assert created["jobs"][-1]["variables"] is None and created["jobs_count_per_status"]["PENDING"] == 31
 
 
 def test_corrupt_gzip_is_400_and_a_decompression_bomb_is_413(api, settings):
@@ -308,7 +326,7 @@ def test_public_specs_need_no_token_and_openapi_is_served(devices):
 
 def test_a_response_that_cannot_be_rendered_rolls_the_change_back(api, monkeypatch):
     # Fault injection: the SDK re-sends 5xx answers, so a 5xx must mean "nothing happened".
-    monkeypatch.setattr("batches.api._full", lambda batch: {"id": str(batch.pk)})  # not a valid Batch
+    monkeypatch.setattr("batches.api.batch_json", lambda batch, **_: {"id": str(batch.pk)})  # not a valid Batch
     response = api.create()
     assert response.status_code == 500 and response.json()["status"] == "fail"
     assert not Batch.objects.exists() and not CreditTransaction.objects.filter(kind="CHARGE").exists()
