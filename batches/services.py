@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from pulser import Sequence as PulserSequence
 
@@ -428,10 +428,45 @@ def set_tags(batch: Batch, tags: Any) -> Batch:
 
 
 def jobs_count_per_status(batch: Batch) -> dict[str, int]:
-    counts = dict.fromkeys(JobStatus.values, 0)
-    for row in batch.jobs.values("status").annotate(n=Count("*")).order_by():
-        counts[row["status"]] = row["n"]
-    return counts
+    return counts_and_spent(batch, spent=False)[0]
+
+
+# Written as SQL: they run on every view and poll of a batch, and Django took longer to build
+# these small aggregate queries than the database takes to run them (~0.5 ms each).
+_COUNTS_SQL = f"SELECT status, COUNT(*) FROM {Job._meta.db_table} WHERE batch_id = %s GROUP BY status"
+_SPENT_SQL = (
+    f"SELECT COALESCE(SUM(amount), 0) FROM {CreditTransaction._meta.db_table} WHERE batch_id = %s AND kind IN (%s, %s)"
+)
+_SPENT_KINDS = [CreditTransaction.Kind.CHARGE, CreditTransaction.Kind.REFUND]
+
+
+def _batch_key(batch: Batch) -> Any:
+    return Batch._meta.pk.get_db_prep_value(batch.pk, connection)  # type: ignore[union-attr]  # Batch has a pk
+
+
+def counts_and_spent(batch: Batch, *, spent: bool = True) -> tuple[dict[str, int], int]:
+    """The batch's jobs per status (every status, 0 if none) and, with `spent`, the credits its
+    charges minus refunds took (`spent_on`): one round trip."""
+    pk = _batch_key(batch)
+    sql, params = _COUNTS_SQL, [pk]
+    if spent:
+        sql, params = f"{sql} UNION ALL SELECT NULL, ({_SPENT_SQL})", [pk, pk, *_SPENT_KINDS]
+    counts, total = dict.fromkeys(JobStatus.values, 0), 0
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for status, n in cursor.fetchall():
+            if status is None:
+                total = -int(n)
+            else:
+                counts[status] = int(n)
+    return counts, total
+
+
+def spent_on(batch: Batch) -> int:
+    """Credits the batch's charges took, minus its refunds."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SPENT_SQL, [_batch_key(batch), *_SPENT_KINDS])
+        return -int(cursor.fetchone()[0])
 
 
 def batches_for(user: User) -> QuerySet[Batch]:
@@ -449,15 +484,6 @@ def get_batch_for(user: User, batch_id: UUID | str) -> Batch:
 
 def is_terminal(status: str) -> bool:
     return status in TERMINAL_BATCH_STATUSES
-
-
-def spent_on(batch: Batch) -> int:
-    from django.db.models import Sum
-
-    total = batch.transactions.filter(
-        kind__in=[CreditTransaction.Kind.CHARGE, CreditTransaction.Kind.REFUND]
-    ).aggregate(s=Sum("amount"))["s"]
-    return -(total or 0)
 
 
 def has_tag(tag: str) -> Q:

@@ -179,13 +179,13 @@ def _counts_and_spent(batch: Batch) -> tuple[dict[str, int], int]:
     terminal, refunds made as jobs end: DESIGN.md §2 rules 3, 6, 11; §3), so they are cached a
     while: the counts walk every job of the batch, the sum every CHARGE of its jobs."""
     if batch.status != BatchStatus.DONE:
-        return services.jobs_count_per_status(batch), services.spent_on(batch)
+        return services.counts_and_spent(batch)
     counts_key, spent_key = _done_counts_key(batch), f"tweezer:done-batch-spent:{batch.pk}"
     cached = cache.get_many([counts_key, spent_key])
-    counts = cached.get(counts_key) or services.jobs_count_per_status(batch)
-    spent = cached[spent_key] if spent_key in cached else services.spent_on(batch)
-    if len(cached) < 2:
-        cache.set_many({counts_key: counts, spent_key: spent}, DONE_CACHE_SECONDS)
+    if len(cached) == 2:
+        return cached[counts_key], cached[spent_key]
+    counts, spent = services.counts_and_spent(batch)
+    cache.set_many({counts_key: counts, spent_key: spent}, DONE_CACHE_SECONDS)
     return counts, spent
 
 

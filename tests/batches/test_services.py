@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db.models import Sum
 from django.utils import timezone
 
 from backends import runner
@@ -47,6 +48,23 @@ def test_cancel_jobs_cancels_the_pending_ones_and_reports_the_others(submit, emu
     assert sorted(j.pk for j in report.canceled) == sorted([second.pk, third.pk])
     assert errors == {str(first.pk): f"Job {first.pk} is RUNNING: only a PENDING job can be canceled."}
     assert report.refunded == 20
+
+
+def test_counts_and_spent_agree_with_the_jobs_and_the_ledger(submit, emu, member):
+    """The page's and the API's one-query counts and credits, against the ORM's own aggregates."""
+    batch = submit(4, open=True)
+    other = submit(2)  # another batch's jobs and charges must not count
+    scheduler.advance(emu.pk)
+    first, second, third, _ = jobs_of(batch)
+    runner.claim(str(first.pk), "w")
+    services.cancel_job(third, by=member.user)  # refunded
+    counts, spent = services.counts_and_spent(batch)
+    assert counts == {"PENDING": 2, "RUNNING": 1, "DONE": 0, "ERROR": 0, "CANCELED": 1}
+    ledger = CreditTransaction.objects.filter(batch=batch).aggregate(s=Sum("amount"))["s"]
+    assert spent == -ledger == 30 == services.spent_on(batch)
+    assert services.jobs_count_per_status(batch) == counts
+    assert services.counts_and_spent(other) == ({"PENDING": 2, "RUNNING": 0, "DONE": 0, "ERROR": 0, "CANCELED": 0}, 20)
+    assert counts == {s: batch.jobs.filter(status=s).count() for s in JobStatus.values}
 
 
 def _rebatch_source(submit, emu):
