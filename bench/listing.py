@@ -11,6 +11,7 @@ COUNT(*)). API and SQL repetitions alternate. `--scale 0.1` stops at 100k for a 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -66,7 +67,8 @@ def load(conn: Any, user_id: int, project_ids: list[str], device_id: str, first_
         cur.execute(
             """
             INSERT INTO jobs_job (id, batch_id, project_id, user_id, "order", status, runs, variables, errors,
-                price, created_at, updated_at, start_timestamp, end_timestamp, lease_owner, attempts, result_path)
+                price, created_at, updated_at, start_timestamp, end_timestamp, lease_owner, attempts, result_path,
+                dispatches)
             SELECT md5('job' || b || '-' || o)::uuid, md5('batch' || b)::uuid,
                 (%(projects)s::uuid[])[1 + b %% %(np)s], %(user)s, o,
                 CASE WHEN o %% 20 = 0 THEN 'ERROR' WHEN o %% 20 = 1 THEN 'CANCELED'
@@ -79,7 +81,7 @@ def load(conn: Any, user_id: int, project_ids: list[str], device_id: str, first_
                 timestamptz '2025-01-01' + b * interval '3 minutes' + o * interval '1 second',
                 timestamptz '2025-01-01' + b * interval '3 minutes' + o * interval '1 second',
                 timestamptz '2025-01-01' + b * interval '3 minutes' + o * interval '2 second',
-                '', 1, ''
+                '', 1, '', 0
             FROM generate_series(%(first)s::int, %(last)s::int) AS b, generate_series(0, %(per)s::int - 1) AS o
             """,
             {
@@ -102,10 +104,24 @@ def load(conn: Any, user_id: int, project_ids: list[str], device_id: str, first_
         conn.autocommit = False
 
 
-def filters(
-    conn: Any, project_ids: list[str], user_id: int, n_batches: int
-) -> list[tuple[str, dict, str, list, str | None]]:
-    """(name, API query params, SQL WHERE on top of membership, SQL params, WHERE on batches) per SDK filter."""
+# name -> (WHERE on top of membership, WHERE on batches when the filter selects whole batches:
+# total = SUM(jobs_count)). Constants: the bare view (bench/urls.py) is given a name, never SQL.
+FILTER_SQL: dict[str, tuple[str, str | None]] = {
+    "none": ("", ""),
+    "id": ("AND j.id = ANY(%s::uuid[])", None),
+    "project_id": ("AND j.project_id = %s::uuid", "AND b.project_id = %s::uuid"),
+    "user_id": ("AND j.user_id = %s", None),
+    "batch_id": ("AND j.batch_id = %s::uuid", "AND b.id = %s::uuid"),
+    "batch_id_creation_order": ("AND j.batch_id = %s::uuid", "AND b.id = %s::uuid"),
+    "status": ("AND j.status = ANY(%s)", None),
+    "runs": ("AND j.runs >= %s AND j.runs <= %s", None),
+    "errors": ("AND j.errors IS NOT NULL AND j.errors <> '[]'::jsonb", None),
+    "dates": ("AND j.created_at >= %s AND j.created_at <= %s", None),
+}
+
+
+def filters(conn: Any, project_ids: list[str], user_id: int, n_batches: int) -> list[tuple[str, dict, list]]:
+    """(name, API query params, SQL params of FILTER_SQL[name]) per SDK filter."""
     mid = n_batches // 2
     with conn.cursor() as cur:
         cur.execute("SELECT md5('batch' || %s)::uuid::text", (mid,))
@@ -118,41 +134,32 @@ def filters(
 
     start, end = middle - timedelta(days=3), middle + timedelta(days=3)
     project = project_ids[mid % len(project_ids)]
-    # The 5th item: the same filter on batches when it selects whole batches (total = SUM(jobs_count)).
     return [
-        ("none", {}, "", [], ""),
-        ("id", {"id": job_ids}, "AND j.id = ANY(%s::uuid[])", [job_ids], None),
-        ("project_id", {"project_id": project}, "AND j.project_id = %s::uuid", [project],
-         "AND b.project_id = %s::uuid"),
-        ("user_id", {"user_id": str(user_id)}, "AND j.user_id = %s", [user_id], None),
-        ("batch_id", {"batch_id": batch_id}, "AND j.batch_id = %s::uuid", [batch_id], "AND b.id = %s::uuid"),
+        ("none", {}, []),
+        ("id", {"id": job_ids}, [job_ids]),
+        ("project_id", {"project_id": project}, [project]),
+        ("user_id", {"user_id": str(user_id)}, [user_id]),
+        ("batch_id", {"batch_id": batch_id}, [batch_id]),
         ("batch_id_creation_order", {"batch_id": batch_id, "order_by": "creation_order", "order_by_direction": "ASC"},
-         "AND j.batch_id = %s::uuid", [batch_id], "AND b.id = %s::uuid"),
-        ("status", {"status": "ERROR"}, "AND j.status = ANY(%s)", [["ERROR"]], None),
-        ("runs", {"min_runs": 100, "max_runs": 150}, "AND j.runs >= %s AND j.runs <= %s", [100, 150], None),
-        ("errors", {"errors": "true"}, "AND j.errors IS NOT NULL AND j.errors <> '[]'::jsonb", [], None),
-        ("dates", {"start_date": start.isoformat(), "end_date": end.isoformat()},
-         "AND j.created_at >= %s AND j.created_at <= %s", [start, end], None),
+         [batch_id]),
+        ("status", {"status": "ERROR"}, [["ERROR"]]),
+        ("runs", {"min_runs": 100, "max_runs": 150}, [100, 150]),
+        ("errors", {"errors": "true"}, []),
+        ("dates", {"start_date": start.isoformat(), "end_date": end.isoformat()}, [start.isoformat(), end.isoformat()]),
     ]  # fmt: skip
 
 
-def sql_page(
-    conn: Any,
-    user_id: int,
-    where: str,
-    params: list,
-    offset: int,
-    creation_order: bool,
-    batch_where: str | None,
-    deferred: bool,
-) -> int:
+def sql_page(conn: Any, user_id: int, name: str, params: list, offset: int) -> tuple[list[tuple], int]:
     """The hand-written equivalent, doing what the API does: one page of 100 rows, then the total.
 
     The one-batch creation-order listing (`Batch.ordered_jobs`) pages by key, as the API does; a
     deep page filtered on the listing index's keys only (none, project_id, dates) is a deferred join.
     The total: none needed when the page is short but not past the end (offset + rows); else
     SUM(jobs_count) over the batches when the filter selects whole batches; else COUNT(*).
+    `conn`: a psycopg connection, or Django's (the bare view).
     """
+    where, batch_where = FILTER_SQL[name]
+    creation_order, deferred = name == "batch_id_creation_order", name in DEFERRED_JOIN
     membership = "IN (SELECT project_id FROM portal_membership WHERE user_id = %s) "
     base = "FROM jobs_job j WHERE j.project_id " + membership + where
     order = 'j.batch_id, j."order"' if creation_order else 'j.created_at DESC, j."order" DESC'
@@ -167,21 +174,22 @@ def sql_page(
             cur.execute(f"SELECT {COLUMNS} {base} ORDER BY {order} LIMIT {LIMIT} OFFSET {offset}", [user_id, *params])
         rows = cur.fetchall()
         if len(rows) < LIMIT and (rows or not offset):
-            return offset + len(rows)
+            return rows, offset + len(rows)
         if batch_where is None:
             cur.execute("SELECT count(*) " + base, [user_id, *params])
         else:
             batch_base = "FROM batches_batch b WHERE b.project_id " + membership + batch_where
             cur.execute("SELECT COALESCE(SUM(b.jobs_count), 0) " + batch_base, [user_id, *params])
-        return int(cur.fetchone()[0])
+        return rows, int(cur.fetchone()[0])
 
 
-def alternate(a: Any, b: Any, reps: int) -> tuple[list[float], list[float]]:
-    """One warm-up each, then a, b, a, b…: load from outside falls on both sides alike."""
-    a(), b()
-    out: tuple[list[float], list[float]] = ([], [])
+def alternate(*fns: Any, reps: int) -> list[list[float]]:
+    """One warm-up each, then a, b, c, a, b, c…: load from outside falls on every side alike."""
+    for fn in fns:
+        fn()
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        for fn, times in ((a, out[0]), (b, out[1])):
+        for fn, times in zip(fns, out, strict=True):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
@@ -213,25 +221,30 @@ def main() -> int:
     report = common.Report()
     report.line(common.machine())
     sizes = [s for s in (10_000, 100_000, 1_000_000) if s <= 1_000_000 * args.scale + 1]
-    web, base = common.start_web(env, workers=1, threads=1)
+    # bench.settings: the product plus the bare view of the same SQL (bench/urls.py).
+    web, base = common.start_web({**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}, workers=1, threads=1)
     worst: dict[str, float] = {}
     flat: dict[str, dict[int, float]] = {}
     flat_sql: dict[str, dict[int, float]] = {}
     heavy: dict[str, tuple[float, float]] = {}
+    vs_bare: dict[str, float] = {}
     cheap: dict[str, tuple[float, float]] = {}
     loaded_batches = 0
     with common.running(web):
         session = common.api(base, token)
+        import requests
+
+        bare = requests.Session()
         for size in sizes:
             n_batches = size // JOBS_PER_BATCH
             t0 = time.perf_counter()
             load(conn, user.pk, project_ids, device_id, loaded_batches, n_batches - loaded_batches)
             loaded_batches = n_batches
             report.line(f"--- {size:,} jobs (loaded in {time.perf_counter() - t0:.1f} s) ---")
-            for name, query, where, params, batch_where in filters(conn, project_ids, user.pk, n_batches):
-                creation_order = name == "batch_id_creation_order"
+            for name, query, params in filters(conn, project_ids, user.pk, n_batches):
                 for offset in (0, 10_000, 900_000):
                     q = {**query, "offset": offset, "limit": LIMIT}
+                    bare_q = {"name": name, "offset": offset, "user": user.pk, "params": json.dumps(params)}
 
                     def call_api(q: dict = q) -> Any:
                         r = session.get(f"{base}/core/api/v2/jobs", params=q, timeout=300)
@@ -239,21 +252,21 @@ def main() -> int:
                             raise RuntimeError(f"{r.status_code} {r.text[:300]}")
                         return r.json()["pagination"]["total"]
 
-                    def call_sql(
-                        offset: int = offset,
-                        where: str = where,
-                        params: list = params,
-                        co: bool = creation_order,
-                        bw: str | None = batch_where,
-                        deferred: bool = name in DEFERRED_JOIN,
-                    ) -> Any:
-                        return sql_page(conn, user.pk, where, params, offset, co, bw, deferred)
+                    def call_bare(q: dict = bare_q) -> Any:
+                        r = bare.get(f"{base}/bench/bare-jobs/", params=q, timeout=300)
+                        if r.status_code != 200:
+                            raise RuntimeError(f"{r.status_code} {r.text[:300]}")
+                        return r.json()["pagination"]["total"]
 
-                    api_total, sql_total = call_api(), call_sql()
-                    if api_total != sql_total:
-                        raise RuntimeError(f"{name}: API total {api_total} != SQL total {sql_total}")
-                    t_api, t_sql = alternate(call_api, call_sql, args.reps)
-                    m_api, m_sql = statistics.median(t_api), statistics.median(t_sql)
+                    def call_sql(name: str = name, params: list = params, offset: int = offset) -> Any:
+                        return sql_page(conn, user.pk, name, params, offset)[1]
+
+                    api_total, sql_total, bare_total = call_api(), call_sql(), call_bare()
+                    if not api_total == sql_total == bare_total:
+                        totals = f"API {api_total}, SQL {sql_total}, bare {bare_total}"
+                        raise RuntimeError(f"{name}: totals differ: {totals}")
+                    t_api, t_sql, t_bare = alternate(call_api, call_sql, call_bare, reps=args.reps)
+                    m_api, m_sql, m_bare = (statistics.median(t) for t in (t_api, t_sql, t_bare))
                     ratio = m_api / m_sql
                     key = f"{name}@{offset}"
                     worst[key] = max(worst.get(key, 0), ratio)
@@ -261,10 +274,12 @@ def main() -> int:
                     flat_sql.setdefault(key, {})[size] = m_sql
                     if size == sizes[-1]:
                         (heavy if m_sql >= HEAVY else cheap)[key] = (ratio, m_api - m_sql)
+                        vs_bare[key] = m_api / m_bare
                     report.line(
                         f"{size:>9,} {name:<24} offset {offset:>7,} total {api_total:>9,}: api "
                         f"{m_api * 1000:8.2f} ms [{min(t_api) * 1000:.1f}–{max(t_api) * 1000:.1f}]  sql "
-                        f"{m_sql * 1000:8.2f} ms [{min(t_sql) * 1000:.1f}–{max(t_sql) * 1000:.1f}]  ratio {ratio:.2f}"
+                        f"{m_sql * 1000:8.2f} ms [{min(t_sql) * 1000:.1f}–{max(t_sql) * 1000:.1f}]  bare view "
+                        f"{m_bare * 1000:8.2f} ms  api/sql {ratio:.2f}  api/bare {m_api / m_bare:.2f}"
                     )
     conn.close()
     report.line("growth of the median from the smallest to the largest size (1.00 = flat): api, sql")
@@ -289,6 +304,10 @@ def main() -> int:
             f"listing_api_vs_sql_worst_sql_under_{HEAVY * 1000:.0f}ms", max(r for r, _ in cheap.values()), "<= 2"
         )
         report.ratio(f"listing_api_minus_sql_ms_median_sql_under_{HEAVY * 1000:.0f}ms", extra, "(fixed cost)")
+    # The same SQL behind the same HTTP server and Django, answered as JSON by a bare view (no
+    # token, no filter parsing, no ORM): what the API adds to what any Django endpoint pays.
+    report.ratio("listing_api_vs_bare_view_median", statistics.median(vs_bare.values()), "(framework floor)")
+    report.ratio("listing_api_vs_bare_view_worst", max(vs_bare.values()), "(framework floor)")
     report.ratio("listing_api_vs_sql_median", statistics.median(worst.values()), "<= 2")
     report.ratio("listing_api_vs_sql_worst", max(worst.values()), "<= 2")
     report.finish()

@@ -8,11 +8,15 @@ import re
 import secrets
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
 from portal import tokens
 from portal.models import ApiToken
@@ -47,6 +51,37 @@ def test_a_revoked_token_is_refused(member):
     tokens.revoke(ApiToken.objects.get(user=member.user))
     response = Client(HTTP_AUTHORIZATION=f"Bearer {member.token}").get("/account/api/v1/projects")
     assert response.status_code == 401
+
+
+def test_a_token_gives_its_user_exactly_as_the_orm_reads_it(member):
+    """The token lookup is SQL: every field of the user comes back converted (bools, aware times)."""
+    user = tokens.user_for_token(member.token)
+    expected = User.objects.get(pk=member.user.pk)
+    assert user is not None and user.pk == expected.pk
+    assert {f.attname: getattr(user, f.attname) for f in User._meta.concrete_fields} == {
+        f.attname: getattr(expected, f.attname) for f in User._meta.concrete_fields
+    }
+    assert user.is_active is True and user.date_joined.tzinfo is not None
+    assert tokens.user_for_token(member.token + "x") is None and tokens.user_for_token("") is None
+
+
+def test_an_inactive_users_token_is_refused_and_last_use_is_written_once_a_minute(member):
+    row = ApiToken.objects.get(user=member.user)
+    assert row.last_used_at is None
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        assert tokens.user_for_token(member.token) is not None
+    first = ApiToken.objects.get(pk=row.pk).last_used_at
+    assert first == start
+    with time_machine.travel(start + timedelta(seconds=30), tick=False):
+        tokens.user_for_token(member.token)
+    assert ApiToken.objects.get(pk=row.pk).last_used_at == first
+    with time_machine.travel(start + timedelta(seconds=61), tick=False):
+        tokens.user_for_token(member.token)
+    assert ApiToken.objects.get(pk=row.pk).last_used_at == start + timedelta(seconds=61)
+    User.objects.filter(pk=member.user.pk).update(is_active=False)
+    assert tokens.user_for_token(member.token) is None
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {member.token}").get("/account/api/v1/projects").status_code == 401
 
 
 def test_login_is_locked_after_the_axes_failure_limit(member):
