@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
 
+from portal import sql
 from portal.models import ApiToken
 
 PREFIX = "twz_"
@@ -48,12 +49,12 @@ def user_for_token(plain: str) -> User | None:
 # Every API request runs this: written as SQL, because Django took longer to build the joined
 # query than the database takes to answer it (bench/RESULTS.md §3).
 _TOKEN_FIELDS: list[Any] = [ApiToken._meta.get_field(name) for name in ("id", "token_hash", "last_used_at")]
-_USER_FIELDS = list(User._meta.concrete_fields)
+_USER_FIELDS: list[Any] = list(User._meta.concrete_fields)
 _TOKEN_SQL = (
     "SELECT "
-    + ", ".join(f"t.{connection.ops.quote_name(str(f.column))}" for f in _TOKEN_FIELDS)
+    + ", ".join(sql.column(ApiToken, f.name, "t") for f in _TOKEN_FIELDS)
     + ", "
-    + ", ".join(f"u.{connection.ops.quote_name(str(f.column))}" for f in _USER_FIELDS)
+    + ", ".join(sql.column(User, f.name, "u") for f in _USER_FIELDS)
     + f" FROM {ApiToken._meta.db_table} t JOIN {User._meta.db_table} u ON u.id = t.user_id"
     + " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
 )
@@ -61,24 +62,11 @@ _TOKEN_SQL = (
 
 def _token_and_user(digest: str) -> tuple[Any, str, datetime | None, User] | None:
     """(token id, stored hash, last use, its user) of a live token, else None."""
-    with connection.cursor() as cursor:
-        cursor.execute(_TOKEN_SQL, [digest])
-        row = cursor.fetchone()
-    if row is None:
+    found = sql.fetch(_TOKEN_SQL, [digest], [*_TOKEN_FIELDS, *_USER_FIELDS])
+    if not found:
         return None
-    values = [_from_db(f, v) for f, v in zip([*_TOKEN_FIELDS, *_USER_FIELDS], row, strict=True)]
-    token_id, token_hash, last_used_at = values[:3]
-    user = User.from_db(connection.alias, [f.attname for f in _USER_FIELDS], values[3:])
-    return token_id, token_hash, last_used_at, user
-
-
-def _from_db(field: Any, value: Any) -> Any:
-    """A column's value as the ORM would give it (the backend's and the field's converters:
-    aware times and booleans on SQLite, UUIDs from text)."""
-    col = field.get_col(field.model._meta.db_table)
-    for convert in connection.ops.get_db_converters(col) + field.get_db_converters(connection):
-        value = convert(value, col, connection)
-    return value
+    token_id, token_hash, last_used_at, *user = found[0]
+    return token_id, token_hash, last_used_at, User.from_db(connection.alias, [f.attname for f in _USER_FIELDS], user)
 
 
 def revoke(token: ApiToken) -> None:
