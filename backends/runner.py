@@ -141,6 +141,7 @@ def end_job(
             return False
         if refund:
             credits.refund_job(job, by=None, reason=(errors or ["Backend failure."])[0])
+        scheduler.finish_if_complete(job.batch_id, now=now)
     return True
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -34,7 +34,10 @@ def advance(device_id: UUID | str) -> None:
     job? one running? ), and carried through: ~4 queries when nothing changes, ~8 when a
     batch starts, instead of re-reading them for every step.
     """
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
+        if outermost:  # SET LOCAL lasts until the outermost commit: never a caller's transaction
+            _commit_as_workers()
         # Lock the device row: two processes finishing jobs together must not both fill a slot.
         device = Device.objects.select_for_update().filter(pk=device_id).first()
         if device is None:
@@ -47,6 +50,16 @@ def advance(device_id: UUID | str) -> None:
             Job.objects.filter(pk__in=job_ids).update(dispatched_at=now, dispatches=F("dispatches") + 1)
             queue = device.queue
             transaction.on_commit(lambda: send_jobs(job_ids, queue))
+
+
+def _commit_as_workers() -> None:
+    """This transaction commits as the workers' do (WORKER_SYNCHRONOUS_COMMIT), in the web
+    process too: it holds scheduling state only (batch starts and ends, dispatch marks, the
+    cancellations and refunds of a time-out, together), which a crash may forget as a suffix
+    of the log and the next `advance` derives again. Charges never commit here."""
+    if connection.vendor == "postgresql" and settings.WORKER_SYNCHRONOUS_COMMIT != "on":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('synchronous_commit', %s, true)", [settings.WORKER_SYNCHRONOUS_COMMIT])
 
 
 def send_jobs(job_ids: list[UUID], queue: str) -> None:
@@ -129,6 +142,27 @@ def finish_batch(batch_id: UUID, status: str, *, now: datetime | None = None) ->
     if won:
         _notify(batch_id)
     return bool(won)
+
+
+_FINISH_SQL = (
+    f"UPDATE {_B} SET status = %s, end_datetime = %s"
+    f" WHERE id = %s AND status = %s AND {sql.column(Batch, 'open', _B)} = %s"
+    f" AND NOT EXISTS (SELECT 1 FROM {_J} j WHERE j.batch_id = {_B}.id AND j.status IN (%s, %s))"
+)
+
+
+def finish_if_complete(batch_id: UUID, *, now: datetime) -> bool:
+    """Rule 3 at once, from the transaction that ended a batch's last job (it holds the batch's
+    lock): a closed RUNNING batch with no job pending or running is DONE. `advance` would
+    find it so too, a few queries later; it still runs after, to give the slot on."""
+    params = [BatchStatus.DONE, sql.param(Batch, "end_datetime", now), sql.param(Batch, "id", batch_id)]
+    params += [BatchStatus.RUNNING, sql.param(Batch, "open", False), JobStatus.PENDING, JobStatus.RUNNING]
+    with connection.cursor() as cursor:
+        cursor.execute(_FINISH_SQL, params)
+        won = cursor.rowcount == 1
+    if won:
+        _notify(batch_id)
+    return won
 
 
 def time_out_batch(batch_id: UUID, *, now: datetime | None = None, idle_since: datetime | None = None) -> bool:

@@ -11,6 +11,7 @@ from django.db.backends.signals import connection_created
 from portal.celery import _worker_commit_durability
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+SET_LEVEL = "set_config('synchronous_commit'"
 
 
 def _synchronous_commit(conn: object) -> str:
@@ -45,3 +46,26 @@ def test_an_unknown_commit_level_stops_the_worker_at_start(settings) -> None:  #
     settings.WORKER_SYNCHRONOUS_COMMIT = "sometimes"
     with pytest.raises(ValueError, match="WORKER_SYNCHRONOUS_COMMIT"):
         _worker_commit_durability()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_advance_commits_as_the_workers_do_and_leaves_the_connection_durable(settings, devices) -> None:  # type: ignore[no-untyped-def]
+    """Scheduling state only: the web's `advance` skips the flush too, for its own transaction."""
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from batches import scheduler
+
+    settings.WORKER_SYNCHRONOUS_COMMIT = "off"
+    device = devices["EMU_FREE"]
+    with CaptureQueriesContext(connection) as queries:
+        scheduler.advance(device.pk)
+    assert any(SET_LEVEL in q["sql"] for q in queries.captured_queries)
+    assert _synchronous_commit(connection) == "on"  # SET LOCAL: gone with advance's commit
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        scheduler.advance(device.pk)  # inside a caller's transaction: its commit is the caller's
+    assert not any(SET_LEVEL in q["sql"] for q in queries.captured_queries)
+    settings.WORKER_SYNCHRONOUS_COMMIT = "on"
+    with CaptureQueriesContext(connection) as queries:
+        scheduler.advance(device.pk)
+    assert not any(SET_LEVEL in q["sql"] for q in queries.captured_queries)

@@ -67,6 +67,24 @@ def test_counts_and_spent_agree_with_the_jobs_and_the_ledger(submit, emu, member
     assert counts == {s: batch.jobs.filter(status=s).count() for s in JobStatus.values}
 
 
+def test_a_closed_batch_is_done_in_the_transaction_that_ends_its_last_job(submit, emu, member):
+    """Rule 3 without waiting for the next `advance`: the worker's end of the last job ends the batch."""
+    closed, still_open, two = submit(1), submit(1, open=True), submit(2)
+    emu.slots = 3
+    emu.save(update_fields=["slots"])
+    scheduler.advance(emu.pk)
+    for batch in (closed, still_open, two):
+        job = jobs_of(batch)[0]
+        claimed = runner.claim(str(job.pk), "w")
+        assert claimed is not None
+        assert runner.end_job(claimed, "w", JobStatus.DONE)
+    statuses = dict(Batch.objects.values_list("pk", "status"))
+    assert statuses[closed.pk] == "DONE" and Batch.objects.get(pk=closed.pk).end_datetime is not None
+    assert statuses[still_open.pk] == "RUNNING"  # an open batch waits for more jobs (rule 5)
+    assert statuses[two.pk] == "RUNNING"  # a job is still pending
+    assert not scheduler.finish_if_complete(closed.pk, now=timezone.now())  # once only
+
+
 def _rebatch_source(submit, emu):
     """A closed batch of 4 DONE/ERROR jobs with runs 10, 20, 30, 40 created a day apart."""
     start = timezone.now() - timedelta(days=10)
