@@ -8,12 +8,25 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from portal import sql
 from portal.errors import NotFound
 from portal.models import Membership, Project
 
 
 def projects_of(user: User) -> list[Project]:
-    return list(Project.objects.filter(memberships__user=user, status=Project.Status.ACTIVE).order_by("name"))
+    """The user's active projects by name: every portal page's project switcher, and the API's."""
+    rows = sql.fetch(_PROJECTS_OF_SQL, [user.pk, Project.Status.ACTIVE], _PROJECT_FIELDS)
+    return [sql.instance(Project, _PROJECT_FIELDS, row) for row in rows]
+
+
+# SQL: it runs on every portal page (portal.context), where Django took longer to build it than
+# the database takes to answer.
+_PROJECT_COLUMNS, _PROJECT_FIELDS = sql.columns(Project, "p")
+_PROJECTS_OF_SQL = (
+    f"SELECT {_PROJECT_COLUMNS} FROM {Project._meta.db_table} p"
+    f" JOIN {Membership._meta.db_table} m ON m.project_id = p.id"
+    f" WHERE m.user_id = %s AND p.status = %s ORDER BY p.name, p.id"
+)
 
 
 def project_for(user: User, project_id: object) -> Project:

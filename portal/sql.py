@@ -25,6 +25,17 @@ def param(model: type[Model], name: str, value: Any) -> Any:
     return model._meta.get_field(name).get_db_prep_value(value, connection)  # type: ignore[union-attr]
 
 
+def columns(model: type[Model], alias: str) -> tuple[str, list[Field[Any, Any]]]:
+    """Every concrete column of `model` as `alias."col", …`, and their fields (for `fetch`)."""
+    fields = list(model._meta.concrete_fields)
+    return ", ".join(f"{alias}.{connection.ops.quote_name(str(f.column))}" for f in fields), fields
+
+
+def instance(model: type[Model], fields: Sequence[Field[Any, Any]], values: Sequence[Any]) -> Any:
+    """A model instance from converted values of `fields`, as a queryset would build it."""
+    return model.from_db(connection.alias, [f.attname for f in fields], values)
+
+
 def fetch(sql: str, params: Sequence[Any], fields: Sequence[Field[Any, Any] | None]) -> list[list[Any]]:
     """The rows of `sql`, column i converted as the ORM converts `fields[i]` (None: as is)."""
     with connection.cursor() as cursor:

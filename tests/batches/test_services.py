@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import uuid4
 
 import pytest
 import time_machine
+from django.db import connection
 from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from backends import runner
@@ -14,7 +17,7 @@ from batches import scheduler, services
 from batches.models import Batch
 from jobs.models import Job, JobStatus
 from portal import credits
-from portal.errors import Conflict, InvalidInput
+from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import CreditTransaction
 from tests.batches.conftest import SEQUENCE, drain, job_spec, jobs_of
 
@@ -83,6 +86,27 @@ def test_a_closed_batch_is_done_in_the_transaction_that_ends_its_last_job(submit
     assert statuses[still_open.pk] == "RUNNING"  # an open batch waits for more jobs (rule 5)
     assert statuses[two.pk] == "RUNNING"  # a job is still pending
     assert not scheduler.finish_if_complete(closed.pk, now=timezone.now())  # once only
+
+
+def test_get_batch_for_reads_the_batch_and_its_relations_as_the_orm_does(submit, member, make_member):
+    """The lookup every batch endpoint starts with is SQL: every field must come back converted."""
+    batch = submit(2, open=True, tags=["sweep", "τ"], configuration={"dt": 10}, webhook="https://example.org/hook")
+    got = services.get_batch_for(member.user, batch.pk)
+    expected = Batch.objects.select_related("device", "project", "user").get(pk=batch.pk)
+
+    def fields(obj):
+        return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields}
+
+    assert fields(got) == fields(expected) and got.tags == ["sweep", "τ"] and got.open is True
+    for name in ("device", "project", "user"):
+        assert fields(getattr(got, name)) == fields(getattr(expected, name))
+    with CaptureQueriesContext(connection) as queries:
+        names = (got.device.name, got.project.name, got.user.username)  # no query: joined
+    assert not queries.captured_queries and names == (expected.device.name, expected.project.name, member.user.username)
+    stranger = make_member()
+    for user, key in ((stranger.user, batch.pk), (member.user, "not-a-uuid"), (member.user, uuid4())):
+        with pytest.raises(NotFound):
+            services.get_batch_for(user, key)
 
 
 def _rebatch_source(submit, emu):

@@ -255,3 +255,25 @@ def test_a_member_cannot_reach_admin_pages(make_member):
     client.force_login(admin.user)
     assert client.get("/credits/ledger.csv").status_code == 200
     assert "ledger" in client.get("/credits/").context
+
+
+def test_projects_of_lists_only_the_users_active_projects_by_name(make_member):
+    """The switcher's list (SQL): the user's memberships only, archived ones left out, whole rows."""
+    from portal.access import projects_of
+    from portal.models import Membership, Project
+
+    first = make_member()
+    user = first.user
+    Project.objects.filter(pk=first.project_id).update(name="b-project")
+    other = Project.objects.create(name="a-project")
+    Membership.objects.create(user=user, project=other, role=Membership.Role.MEMBER)
+    archived = Project.objects.create(name="c-archived", status=Project.Status.ARCHIVED)
+    Membership.objects.create(user=user, project=archived, role=Membership.Role.MEMBER)
+    make_member()  # someone else's project
+    listed = projects_of(user)
+    assert [p.name for p in listed] == ["a-project", "b-project"]
+    expected = Project.objects.get(pk=first.project_id)
+    got = next(p for p in listed if p.pk == expected.pk)
+    assert {f.attname: getattr(got, f.attname) for f in Project._meta.concrete_fields} == {
+        f.attname: getattr(expected, f.attname) for f in Project._meta.concrete_fields
+    }
