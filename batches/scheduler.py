@@ -23,6 +23,7 @@ from backends.models import Device
 from batches.models import Batch, BatchStatus
 from jobs.models import Job, JobStatus
 from portal import sql
+from portal.celery import commit_as_workers
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,12 @@ def advance(device_id: UUID | str) -> None:
     """
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if outermost:  # SET LOCAL lasts until the outermost commit: never a caller's transaction
-            _commit_as_workers()
+        # Scheduling state only (batch starts and ends, dispatch marks, the cancellations and
+        # refunds of a time-out, together): a crash may forget it as a suffix of the log, and the
+        # next `advance` derives it again. Charges never commit here. Only for its own
+        # transaction: the setting lasts until the outermost commit, never a caller's.
+        if outermost:
+            commit_as_workers(connection)
         # Lock the device row: two processes finishing jobs together must not both fill a slot.
         device = Device.objects.select_for_update().filter(pk=device_id).first()
         if device is None:
@@ -50,16 +55,6 @@ def advance(device_id: UUID | str) -> None:
             Job.objects.filter(pk__in=job_ids).update(dispatched_at=now, dispatches=F("dispatches") + 1)
             queue = device.queue
             transaction.on_commit(lambda: send_jobs(job_ids, queue))
-
-
-def _commit_as_workers() -> None:
-    """This transaction commits as the workers' do (WORKER_SYNCHRONOUS_COMMIT), in the web
-    process too: it holds scheduling state only (batch starts and ends, dispatch marks, the
-    cancellations and refunds of a time-out, together), which a crash may forget as a suffix
-    of the log and the next `advance` derives again. Charges never commit here."""
-    if connection.vendor == "postgresql" and settings.WORKER_SYNCHRONOUS_COMMIT != "on":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('synchronous_commit', %s, true)", [settings.WORKER_SYNCHRONOUS_COMMIT])
 
 
 def send_jobs(job_ids: list[UUID], queue: str) -> None:
@@ -111,8 +106,8 @@ _NEXT_JOB_FIELDS: list[Any] = [Job._meta.get_field(name) for name in ("id", "dis
 def _running_batches(device: Device, ids: list[UUID] | None = None) -> list[_Running]:
     """The device's RUNNING batches (or those of `ids` among them), newest first."""
     query = _RUNNING_SQL
-    params = [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RUNNING, sql.param(Batch, "device", device.pk)]
-    params.append(BatchStatus.RUNNING)
+    device_id = sql.param(Batch, "device", device.pk)
+    params = [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.RUNNING, device_id, BatchStatus.RUNNING]
     if ids is not None:
         query += f" AND b.id IN ({', '.join(['%s'] * len(ids))})"
         params += [sql.param(Batch, "id", pk) for pk in ids]

@@ -441,33 +441,25 @@ _SPENT_SQL = (
 _SPENT_KINDS = [CreditTransaction.Kind.CHARGE, CreditTransaction.Kind.REFUND]
 
 
-def _batch_key(batch: Batch) -> Any:
-    return Batch._meta.pk.get_db_prep_value(batch.pk, connection)  # type: ignore[union-attr]  # Batch has a pk
-
-
 def counts_and_spent(batch: Batch, *, spent: bool = True) -> tuple[dict[str, int], int]:
     """The batch's jobs per status (every status, 0 if none) and, with `spent`, the credits its
     charges minus refunds took (`spent_on`): one round trip."""
-    pk = _batch_key(batch)
-    sql, params = _COUNTS_SQL, [pk]
+    pk = sql.param(Batch, "id", batch.pk)
+    query, params = _COUNTS_SQL, [pk]
     if spent:
-        sql, params = f"{sql} UNION ALL SELECT NULL, ({_SPENT_SQL})", [pk, pk, *_SPENT_KINDS]
+        query, params = f"{query} UNION ALL SELECT NULL, ({_SPENT_SQL})", [pk, pk, *_SPENT_KINDS]
     counts, total = dict.fromkeys(JobStatus.values, 0), 0
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        for status, n in cursor.fetchall():
-            if status is None:
-                total = -int(n)
-            else:
-                counts[status] = int(n)
+    for status, n in sql.fetch(query, params, [None, None]):
+        if status is None:
+            total = -int(n)
+        else:
+            counts[status] = int(n)
     return counts, total
 
 
 def spent_on(batch: Batch) -> int:
     """Credits the batch's charges took, minus its refunds."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SPENT_SQL, [_batch_key(batch), *_SPENT_KINDS])
-        return -int(cursor.fetchone()[0])
+    return -int(sql.fetch(_SPENT_SQL, [sql.param(Batch, "id", batch.pk), *_SPENT_KINDS], [None])[0][0])
 
 
 def batches_for(user: User) -> QuerySet[Batch]:
@@ -478,10 +470,9 @@ def get_batch_for(user: User, batch_id: UUID | str) -> Batch:
     """A batch of one of the user's projects, with its device, project and submitter, else
     NotFound (404, never 403: ids don't leak)."""
     try:
-        params = [sql.param(Batch, "id", batch_id), user.pk]
+        found = sql.fetch(_BATCH_FOR_SQL, [sql.param(Batch, "id", batch_id), user.pk], _BATCH_FOR_FIELDS)
     except ValidationError:  # not a UUID: no such batch, said the same way
-        params = None
-    found = sql.fetch(_BATCH_FOR_SQL, params, _BATCH_FOR_FIELDS) if params else None
+        found = []
     if not found:
         raise NotFound(f"Batch {batch_id} not found.")
     return _batch_with_relations(found[0])

@@ -36,21 +36,47 @@ app.conf.update(
 app.autodiscover_tasks(["backends", "batches"])
 
 
+COMMIT_LEVELS = ("on", "off", "local", "remote_write", "remote_apply")
+
+
+def worker_commit_level() -> str:
+    """WORKER_SYNCHRONOUS_COMMIT, checked: a typo must not reach PostgreSQL on every commit."""
+    from django.conf import settings
+
+    level = str(settings.WORKER_SYNCHRONOUS_COMMIT)
+    if level not in COMMIT_LEVELS:
+        raise ValueError(f"WORKER_SYNCHRONOUS_COMMIT must be on, off, local, remote_write or remote_apply: {level!r}")
+    return level
+
+
+def _set_commit_level(connection: Any, level: str, *, transaction_only: bool) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('synchronous_commit', %s, %s)", [level, transaction_only])
+    if not transaction_only:
+        connection.tweezer_commit_level = level  # the session's level, for commit_as_workers
+
+
+def commit_as_workers(connection: Any) -> None:
+    """Let the current transaction commit at the workers' level (a web process's connection
+    is durable). Nothing to do on a worker's connection, which commits so already."""
+    if connection.vendor != "postgresql":
+        return
+    level = worker_commit_level()
+    if level != "on" and getattr(connection, "tweezer_commit_level", None) != level:
+        _set_commit_level(connection, level, transaction_only=True)
+
+
 @worker_init.connect
 def _worker_commit_durability(**_: Any) -> None:
     """Give every database connection of this worker (and its forked children) the
     WORKER_SYNCHRONOUS_COMMIT level; see the setting for the trade-off."""
-    from django.conf import settings
     from django.db.backends.signals import connection_created
 
-    level = settings.WORKER_SYNCHRONOUS_COMMIT
-    if level not in ("on", "off", "local", "remote_write", "remote_apply"):
-        raise ValueError(f"WORKER_SYNCHRONOUS_COMMIT must be on, off, local, remote_write or remote_apply: {level!r}")
+    level = worker_commit_level()
 
     def configure(sender: Any, connection: Any, **_: Any) -> None:
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('synchronous_commit', %s, false)", [level])
+            _set_commit_level(connection, level, transaction_only=False)
 
     connection_created.connect(configure, weak=False, dispatch_uid="tweezer-worker-commit")
 

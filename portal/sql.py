@@ -17,7 +17,11 @@ from django.db.models import Field, Model
 
 def column(model: type[Model], name: str, alias: str) -> str:
     """`alias."column"` of the model's field `name`."""
-    return f"{alias}.{connection.ops.quote_name(str(model._meta.get_field(name).column))}"  # type: ignore[union-attr]
+    return _qualified(model._meta.get_field(name), alias)
+
+
+def _qualified(field: Any, alias: str) -> str:
+    return f"{alias}.{connection.ops.quote_name(str(field.column))}"
 
 
 def param(model: type[Model], name: str, value: Any) -> Any:
@@ -28,7 +32,7 @@ def param(model: type[Model], name: str, value: Any) -> Any:
 def columns(model: type[Model], alias: str) -> tuple[str, list[Field[Any, Any]]]:
     """Every concrete column of `model` as `alias."col", …`, and their fields (for `fetch`)."""
     fields = list(model._meta.concrete_fields)
-    return ", ".join(f"{alias}.{connection.ops.quote_name(str(f.column))}" for f in fields), fields
+    return ", ".join(_qualified(f, alias) for f in fields), fields
 
 
 def instance(model: type[Model], fields: Sequence[Field[Any, Any]], values: Sequence[Any]) -> Any:

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import connection
 from django.utils import timezone
 
 from portal import sql
@@ -49,13 +48,11 @@ def user_for_token(plain: str) -> User | None:
 # Every API request runs this: written as SQL, because Django took longer to build the joined
 # query than the database takes to answer it (bench/RESULTS.md §3).
 _TOKEN_FIELDS: list[Any] = [ApiToken._meta.get_field(name) for name in ("id", "token_hash", "last_used_at")]
-_USER_FIELDS: list[Any] = list(User._meta.concrete_fields)
+_USER_COLUMNS, _USER_FIELDS = sql.columns(User, "u")
 _TOKEN_SQL = (
     "SELECT "
     + ", ".join(sql.column(ApiToken, f.name, "t") for f in _TOKEN_FIELDS)
-    + ", "
-    + ", ".join(sql.column(User, f.name, "u") for f in _USER_FIELDS)
-    + f" FROM {ApiToken._meta.db_table} t JOIN {User._meta.db_table} u ON u.id = t.user_id"
+    + f", {_USER_COLUMNS} FROM {ApiToken._meta.db_table} t JOIN {User._meta.db_table} u ON u.id = t.user_id"
     + " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
 )
 
@@ -66,7 +63,7 @@ def _token_and_user(digest: str) -> tuple[Any, str, datetime | None, User] | Non
     if not found:
         return None
     token_id, token_hash, last_used_at, *user = found[0]
-    return token_id, token_hash, last_used_at, User.from_db(connection.alias, [f.attname for f in _USER_FIELDS], user)
+    return token_id, token_hash, last_used_at, sql.instance(User, _USER_FIELDS, user)
 
 
 def revoke(token: ApiToken) -> None:
