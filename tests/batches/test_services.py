@@ -109,6 +109,27 @@ def test_get_batch_for_reads_the_batch_and_its_relations_as_the_orm_does(submit,
             services.get_batch_for(user, key)
 
 
+def test_jobs_in_order_reads_a_page_of_rows_as_the_orm_does(submit, emu, member):
+    """The batch page's unfiltered rows are SQL: each field converted, in order, paged."""
+    from batches.views import JOB_ROW_FIELDS
+
+    batch = submit(5, open=True)
+    submit(3)  # another batch's jobs never appear
+    scheduler.advance(emu.pk)
+    first, second, *_ = jobs_of(batch)
+    runner.claim(str(first.pk), "w")  # a start time
+    services.cancel_job(second, by=member.user)  # an end time
+    services.retry_job(Job.objects.get(pk=second.pk), by=member.user)  # a parent
+    expected = list(batch.jobs.order_by("order").values(*JOB_ROW_FIELDS))
+    assert len(expected) == 6 and expected[5]["parent_id"] == second.pk
+    assert services.jobs_in_order(batch, JOB_ROW_FIELDS, 0, 50) == expected
+    assert services.jobs_in_order(batch, JOB_ROW_FIELDS, 2, 3) == expected[2:5]
+    assert services.jobs_in_order(batch, JOB_ROW_FIELDS, 6, 50) == []
+    got = services.jobs_in_order(batch, JOB_ROW_FIELDS, 0, 2)
+    assert got[0]["start_timestamp"] is not None and got[1]["end_timestamp"] is not None
+    assert isinstance(got[0]["variables"], dict) and got[0]["variables"] == first.variables
+
+
 def _rebatch_source(submit, emu):
     """A closed batch of 4 DONE/ERROR jobs with runs 10, 20, 30, 40 created a day apart."""
     start = timezone.now() - timedelta(days=10)
