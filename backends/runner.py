@@ -63,9 +63,18 @@ def _claim_update(job_id: Any, owner: str, *, now: datetime | None = None) -> bo
         JobStatus.RUNNING,
         JobStatus.PENDING,
     ]
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The batch before the job, as every writer of a job's status (the trigger that
+            # counts jobs on the batch row updates it): no deadlock with a cancel.
+            cursor.execute(_LOCK_BATCH_SQL, [params[4]])
         cursor.execute(_CLAIM_SQL, params)
         return bool(cursor.rowcount == 1)
+
+
+_LOCK_BATCH_SQL = (
+    "SELECT 1 FROM batches_batch WHERE id = (SELECT batch_id FROM jobs_job WHERE id = %s) FOR NO KEY UPDATE"
+)
 
 
 _CLAIM_SQL = """

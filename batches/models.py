@@ -27,6 +27,10 @@ class Priority(models.IntegerChoices):
     HIGH = 2
 
 
+#: Batch columns kept by the database's triggers (migration 0004), never by Python.
+COUNTER_FIELDS = ("pending_jobs", "running_jobs", "done_jobs", "error_jobs", "canceled_jobs", "credits_spent")
+
+
 class Batch(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey("portal.Project", on_delete=models.PROTECT, related_name="batches")
@@ -49,6 +53,16 @@ class Batch(models.Model):
     last_activity_at = models.DateTimeField(auto_now_add=True)
     # Number of jobs ever added: the next job's `order`.
     jobs_count = models.PositiveIntegerField(default=0)
+    # The batch's jobs per status and the credits its CHARGE and REFUND rows add up to, kept
+    # by database triggers on jobs_job and the ledger (migration 0004) in the transaction that
+    # changes them, whatever code writes the rows: the batch page and every poll read them
+    # here instead of counting 10,000 jobs. Never written by Python.
+    pending_jobs = models.PositiveIntegerField(default=0, editable=False)
+    running_jobs = models.PositiveIntegerField(default=0, editable=False)
+    done_jobs = models.PositiveIntegerField(default=0, editable=False)
+    error_jobs = models.PositiveIntegerField(default=0, editable=False)
+    canceled_jobs = models.PositiveIntegerField(default=0, editable=False)
+    credits_spent = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -64,6 +78,27 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return f"Batch {self.id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # An update never writes the counters back: the triggers own them, and this
+        # instance's copy may be older than the row (the admin's form, a long-lived object).
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in COUNTER_FIELDS
+            ]
+        super().save(*args, **kwargs)
+
+    @property
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per status, every status, as of when this instance was read (services.counts_and_spent
+        reads them afresh)."""
+        return {
+            "PENDING": self.pending_jobs,
+            "RUNNING": self.running_jobs,
+            "DONE": self.done_jobs,
+            "ERROR": self.error_jobs,
+            "CANCELED": self.canceled_jobs,
+        }
 
     @property
     def is_terminal(self) -> bool:

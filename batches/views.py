@@ -11,10 +11,9 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Avg, Count, F, Q
+from django.db.models import Avg, F, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -26,7 +25,7 @@ from batches import services, workloads
 from batches.models import Batch, BatchStatus
 from jobs.downloads import results_zip_response
 from jobs.filters import filter_jobs
-from jobs.models import Job, JobStatus
+from jobs.models import JobStatus
 from portal.access import current_project_for, request_user
 from portal.errors import NotFound, TweezerError
 from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
@@ -140,22 +139,13 @@ class CappedPaginator(Paginator):
 
 
 def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:
-    """Job counts per status for one page of batches: a DONE one's from the cache (_counts_and_spent),
-    the others' in one grouped query. Statuses with no job are left out, the others in order."""
-    keys = {b.pk: _done_counts_key(b) for b in batches if b.status == BatchStatus.DONE}
-    cached = cache.get_many(list(keys.values())) if keys else {}
-    counts: dict[Any, dict[str, int]] = {b.pk: cached[keys[b.pk]] for b in batches if keys.get(b.pk) in cached}
-    missing = {b.pk: dict.fromkeys(JobStatus.values, 0) for b in batches if b.pk not in counts}
-    if missing:
-        rows = Job.objects.filter(batch_id__in=missing).values("batch_id", "status").annotate(n=Count("*")).order_by()
-        for row in rows:
-            missing[row["batch_id"]][row["status"]] = row["n"]
-        cache.set_many({keys[pk]: found for pk, found in missing.items() if pk in keys}, DONE_CACHE_SECONDS)
-        counts.update(missing)
-    return [
-        {"batch": b, "counts": {s: n for s, n in counts[b.pk].items() if n}, **_progress(counts[b.pk], b.jobs_count)}
-        for b in batches
-    ]
+    """Job counts per status for one page of batches, from their rows (Batch.job_counts).
+    Statuses with no job are left out, the others in order."""
+    rows = []
+    for b in batches:
+        counts = b.job_counts
+        rows.append({"batch": b, "counts": {s: n for s, n in counts.items() if n}, **_progress(counts, b.jobs_count)})
+    return rows
 
 
 def _progress(counts: dict[str, int], total: int) -> dict[str, Any]:
@@ -185,10 +175,6 @@ def queue_position(batch: Batch) -> dict[str, Any] | None:
     return {"position": position, "eta": eta, "device_status": device.status}
 
 
-def _done_counts_key(batch: Batch) -> str:
-    return f"tweezer:done-batch-job-counts:{batch.pk}"
-
-
 def _done_rows_key(batch: Batch, page: int, filter_query: str) -> str | None:
     """Where the rendered rows of a page of a DONE batch's jobs are cached (job_rows): its jobs
     never change, it offers no Retry, and a large one is read page after page."""
@@ -196,21 +182,6 @@ def _done_rows_key(batch: Batch, page: int, filter_query: str) -> str | None:
         return None
     query = hashlib.sha1(filter_query.encode(), usedforsecurity=False).hexdigest()[:16]
     return f"tweezer:done-batch-rows:{batch.pk}:{page}:{query}"
-
-
-def _counts_and_spent(batch: Batch) -> tuple[dict[str, int], int]:
-    """Jobs per status and credits spent. A DONE batch's never change (closed, every job
-    terminal, refunds made as jobs end: DESIGN.md §2 rules 3, 6, 11; §3), so they are cached a
-    while: the counts walk every job of the batch, the sum every CHARGE of its jobs."""
-    if batch.status != BatchStatus.DONE:
-        return services.counts_and_spent(batch)
-    counts_key, spent_key = _done_counts_key(batch), f"tweezer:done-batch-spent:{batch.pk}"
-    cached = cache.get_many([counts_key, spent_key])
-    if len(cached) == 2:
-        return cached[counts_key], cached[spent_key]
-    counts, spent = services.counts_and_spent(batch)
-    cache.set_many({counts_key: counts, spent_key: spent}, DONE_CACHE_SECONDS)
-    return counts, spent
 
 
 def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
@@ -228,7 +199,8 @@ def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
 def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     batch = _batch(request, batch_id)
     form = JobFilterForm(request.GET or None)
-    counts, spent = _counts_and_spent(batch)
+    # The batch was read at the start of this request, its counters with it (Batch.job_counts).
+    counts, spent = batch.job_counts, batch.credits_spent
     job_filter = form.as_filter()
     if all(value is None for value in vars(job_filter).values()):
         jobs: Any = _BatchRows(batch)

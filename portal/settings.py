@@ -92,6 +92,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_SQLITE_NAME", str(VAR_DIR / "test.sqlite3"))}
 else:
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "") or None}
+    # portal.sql's hot queries are prepared on a connection after this many runs (0: never,
+    # as behind a connection pooler in transaction mode without prepared-statement support).
+    DATABASES["default"]["OPTIONS"] = {"prepare_threshold": env_int("DB_PREPARE_THRESHOLD", 5) or None}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -86,12 +86,13 @@ def ledger_invariant(request: pytest.FixtureRequest, django_db_blocker: Any) -> 
 @pytest.fixture(autouse=True)
 def jobs_count_invariant(request: pytest.FixtureRequest, django_db_blocker: Any) -> Iterator[None]:
     """After every database test: a batch's `jobs_count` is its number of jobs, their `order`s are
-    0…jobs_count-1, and a job's project is its batch's (GET /jobs's `total` relies on it)."""
+    0…jobs_count-1, a job's project is its batch's (GET /jobs's `total` relies on it), and the
+    batch's per-status counters and credits spent are what its jobs and ledger rows add up to."""
     yield
     if not DB_FIXTURES & set(request.fixturenames) and not request.node.get_closest_marker("django_db"):
         return
     from batches.models import Batch
-    from jobs.models import Job
+    from jobs.models import Job, JobStatus
 
     with django_db_blocker.unblock():
         counted = Batch.objects.annotate(n=Count("jobs"), last=Max("jobs__order"))
@@ -100,6 +101,16 @@ def jobs_count_invariant(request: pytest.FixtureRequest, django_db_blocker: Any)
         assert not wrong.exists(), f"jobs_count != jobs: {list(wrong.values('pk', 'jobs_count', 'n', 'last'))}"
         elsewhere = Job.objects.exclude(project_id=F("batch__project_id"))
         assert not elsewhere.exists(), f"jobs in another project than their batch: {list(elsewhere.values('pk'))}"
+        # The triggers' counters (batches migration 0004) against a count from scratch.
+        per_status = {
+            f"{status.lower()}_jobs": Count("jobs", filter=Q(jobs__status=status)) for status in JobStatus.values
+        }
+        for batch in Batch.objects.annotate(**{f"n_{k}": v for k, v in per_status.items()}):
+            for column in per_status:
+                assert getattr(batch, column) == getattr(batch, f"n_{column}"), f"{batch}: {column} counter is wrong"
+        for batch in Batch.objects.all():
+            spent = batch.transactions.filter(kind__in=["CHARGE", "REFUND"]).aggregate(s=Sum("amount"))["s"] or 0
+            assert batch.credits_spent == -spent, f"{batch}: credits_spent {batch.credits_spent} != {-spent}"
 
 
 @pytest.fixture
