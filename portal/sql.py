@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, Model
 
 
@@ -42,42 +42,52 @@ def instance(model: type[Model], fields: Sequence[Field[Any, Any]], values: Sequ
 
 def fetch(sql: str, params: Sequence[Any], fields: Sequence[Field[Any, Any] | None]) -> list[list[Any]]:
     """The rows of `sql`, column i converted as the ORM converts `fields[i]` (None: as is)."""
-    with _cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the `connection` proxy looks the thread's up
+    with _cursor(db) as cursor:
         cursor.execute(sql, params)
         found = cursor.fetchall()
-    steps = [_converters(f) for f in fields]
-    return [[_convert(v, step) for v, step in zip(row, steps, strict=True)] for row in found]
+    steps = [_converters(db, f) for f in fields]
+    if not any(steps):
+        return [list(row) for row in found]
+    return [[v if step is None else _convert(v, step, db) for v, step in zip(row, steps, strict=True)] for row in found]
 
 
-def _cursor() -> Any:
+def _cursor(db: Any) -> Any:
     """Django's cursor; on PostgreSQL around one that binds parameters on the server, so that
     psycopg prepares a query once it has run it DB_PREPARE_THRESHOLD times on a connection
     (settings.py) and PostgreSQL stops planning it anew: planning took 0.15–0.4 ms of these
     queries, which run in 0.05–1 ms. Django's own cursors bind on the client (their SQL text
     holds the values), which cannot be prepared."""
-    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
-        return connection.cursor()
+    if db.vendor != "postgresql" or db.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+        return db.cursor()
     import psycopg
 
-    # What connection.cursor() does, with psycopg's server-binding cursor class (Django's
-    # wrapper still logs the query, runs execute_wrappers and translates errors).
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
+    # What db.cursor() does, with psycopg's server-binding cursor class (Django's wrapper
+    # still logs the query, runs execute_wrappers and translates errors).
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        return db._prepare_cursor(psycopg.Cursor(db.connection))
 
 
-def _converters(field: Field[Any, Any] | None) -> tuple[Any, list[Any]] | None:
+# A field's converters depend on the field and the database engine only: worked out once
+# (asking Django for them took longer than reading a batch's row). None: nothing to convert.
+_STEPS: dict[tuple[str, Field[Any, Any]], tuple[Any, list[Any]] | None] = {}
+
+
+def _converters(db: Any, field: Field[Any, Any] | None) -> tuple[Any, list[Any]] | None:
     if field is None:
         return None
-    col = field.get_col(field.model._meta.db_table)
-    return col, connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+    key = (db.vendor, field)
+    if key not in _STEPS:
+        col = field.get_col(field.model._meta.db_table)
+        converters = db.ops.get_db_converters(col) + field.get_db_converters(db)
+        _STEPS[key] = (col, converters) if converters else None
+    return _STEPS[key]
 
 
-def _convert(value: Any, step: tuple[Any, list[Any]] | None) -> Any:
-    if step is None:
-        return value
+def _convert(value: Any, step: tuple[Any, list[Any]], db: Any) -> Any:
     col, converters = step
     for convert in converters:
-        value = convert(value, col, connection)
+        value = convert(value, col, db)
     return value
