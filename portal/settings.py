@@ -56,8 +56,9 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "portal.auth.ModelBackend",  # Django's, reading a session's user by SQL
 ]
+SESSION_ENGINE = "portal.sessions"  # Django's database sessions, read by SQL
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
