@@ -63,18 +63,12 @@ def _claim_update(job_id: Any, owner: str, *, now: datetime | None = None) -> bo
         JobStatus.RUNNING,
         JobStatus.PENDING,
     ]
-    with transaction.atomic(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # The batch before the job, as every writer of a job's status (the trigger that
-            # counts jobs on the batch row updates it): no deadlock with a cancel.
-            cursor.execute(_LOCK_BATCH_SQL, [params[4]])
-        cursor.execute(_CLAIM_SQL, params)
+            cursor.execute(_CLAIM_LOCKING_BATCH_SQL, [params[4], *params])
+        else:  # SQLite: one writer at a time, no row locks
+            cursor.execute(_CLAIM_SQL, params)
         return bool(cursor.rowcount == 1)
-
-
-_LOCK_BATCH_SQL = (
-    "SELECT 1 FROM batches_batch WHERE id = (SELECT batch_id FROM jobs_job WHERE id = %s) FOR NO KEY UPDATE"
-)
 
 
 _CLAIM_SQL = """
@@ -87,6 +81,17 @@ UPDATE jobs_job SET status = %s, start_timestamp = %s, lease_owner = %s, lease_e
         WHERE other.batch_id = jobs_job.batch_id
           AND (other.status = %s OR (other.status = %s AND other."order" < jobs_job."order")))
 """
+
+# PostgreSQL: the same UPDATE, which first locks the job's batch (the CTE is evaluated while
+# the job row is being qualified, before the UPDATE locks that row). Every writer of a job's
+# status locks its batch first (the trigger counting jobs on the batch row updates it), so
+# that a claim never holds the job while waiting for the batch a cancel holds. One statement,
+# one round trip, as the plain claim.
+_CLAIM_LOCKING_BATCH_SQL = (
+    "WITH locked AS (SELECT 1 FROM batches_batch"
+    " WHERE id = (SELECT batch_id FROM jobs_job WHERE id = %s) FOR NO KEY UPDATE)"
+    + _CLAIM_SQL.replace("WHERE id = %s AND", "WHERE EXISTS (SELECT 1 FROM locked) AND id = %s AND", 1)
+)
 
 
 def renew_lease(job_id: str, owner: str) -> bool:

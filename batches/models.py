@@ -57,12 +57,13 @@ class Batch(models.Model):
     # by database triggers on jobs_job and the ledger (migration 0004) in the transaction that
     # changes them, whatever code writes the rows: the batch page and every poll read them
     # here instead of counting 10,000 jobs. Never written by Python.
-    pending_jobs = models.PositiveIntegerField(default=0, editable=False)
-    running_jobs = models.PositiveIntegerField(default=0, editable=False)
-    done_jobs = models.PositiveIntegerField(default=0, editable=False)
-    error_jobs = models.PositiveIntegerField(default=0, editable=False)
-    canceled_jobs = models.PositiveIntegerField(default=0, editable=False)
-    credits_spent = models.BigIntegerField(default=0, editable=False)
+    # db_default too: a row written by SQL (a bulk load, an older release mid-upgrade) starts at 0.
+    pending_jobs = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    running_jobs = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    done_jobs = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    error_jobs = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    canceled_jobs = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    credits_spent = models.BigIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

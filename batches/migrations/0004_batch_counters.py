@@ -119,7 +119,7 @@ def uninstall(apps, schema_editor):
 
 
 def counter(**kwargs):
-    return models.PositiveIntegerField(default=0, editable=False, **kwargs)
+    return models.PositiveIntegerField(default=0, db_default=0, editable=False, **kwargs)
 
 
 class Migration(migrations.Migration):
@@ -132,7 +132,7 @@ class Migration(migrations.Migration):
     operations = [
         *(migrations.AddField(model_name="batch", name=column, field=counter()) for column in COLUMNS.values()),
         migrations.AddField(
-            model_name="batch", name="credits_spent", field=models.BigIntegerField(default=0, editable=False)
+            model_name="batch", name="credits_spent", field=models.BigIntegerField(default=0, db_default=0, editable=False)
         ),
         migrations.RunPython(install, uninstall),
     ]
