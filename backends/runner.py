@@ -71,26 +71,26 @@ def _claim_update(job_id: Any, owner: str, *, now: datetime | None = None) -> bo
         return bool(cursor.rowcount == 1)
 
 
-_CLAIM_SQL = """
+# The conditional PENDING -> RUNNING UPDATE; on PostgreSQL `{lock}` and `{gate}` make it lock the
+# job's batch first: the uncorrelated EXISTS is a one-time filter (an InitPlan), evaluated
+# before any job row is read or locked. Every writer of a job's status locks its batch first
+# (the trigger counting jobs on the batch row updates it), so that a claim never holds the job
+# while waiting for the batch a cancel holds. One statement, one round trip, either way.
+_CLAIM_TEMPLATE = """{lock}
 UPDATE jobs_job SET status = %s, start_timestamp = %s, lease_owner = %s, lease_expires_at = %s,
        attempts = attempts + 1
- WHERE id = %s AND status = %s
+ WHERE {gate}id = %s AND status = %s
    AND EXISTS (SELECT 1 FROM batches_batch b WHERE b.id = jobs_job.batch_id AND b.status = %s)
    AND NOT EXISTS (
        SELECT 1 FROM jobs_job other
         WHERE other.batch_id = jobs_job.batch_id
           AND (other.status = %s OR (other.status = %s AND other."order" < jobs_job."order")))
 """
-
-# PostgreSQL: the same UPDATE, which first locks the job's batch (the CTE is evaluated while
-# the job row is being qualified, before the UPDATE locks that row). Every writer of a job's
-# status locks its batch first (the trigger counting jobs on the batch row updates it), so
-# that a claim never holds the job while waiting for the batch a cancel holds. One statement,
-# one round trip, as the plain claim.
-_CLAIM_LOCKING_BATCH_SQL = (
-    "WITH locked AS (SELECT 1 FROM batches_batch"
-    " WHERE id = (SELECT batch_id FROM jobs_job WHERE id = %s) FOR NO KEY UPDATE)"
-    + _CLAIM_SQL.replace("WHERE id = %s AND", "WHERE EXISTS (SELECT 1 FROM locked) AND id = %s AND", 1)
+_CLAIM_SQL = _CLAIM_TEMPLATE.format(lock="", gate="")
+_CLAIM_LOCKING_BATCH_SQL = _CLAIM_TEMPLATE.format(
+    lock="WITH locked AS (SELECT 1 FROM batches_batch"
+    " WHERE id = (SELECT batch_id FROM jobs_job WHERE id = %s) FOR NO KEY UPDATE)",
+    gate="EXISTS (SELECT 1 FROM locked) AND ",
 )
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from jobs.models import JobStatus
+
 
 class BatchStatus(models.TextChoices):
     PENDING = "PENDING"
@@ -27,8 +29,10 @@ class Priority(models.IntegerChoices):
     HIGH = 2
 
 
-#: Batch columns kept by the database's triggers (migration 0004), never by Python.
-COUNTER_FIELDS = ("pending_jobs", "running_jobs", "done_jobs", "error_jobs", "canceled_jobs", "credits_spent")
+#: The column of the batch row counting its jobs in each status (kept by migration 0004's triggers).
+STATUS_COUNTERS = {status: f"{status.lower()}_jobs" for status in JobStatus.values}
+#: Batch columns kept by the database's triggers, never by Python.
+COUNTER_FIELDS = (*STATUS_COUNTERS.values(), "credits_spent")
 
 
 class Batch(models.Model):
@@ -93,13 +97,7 @@ class Batch(models.Model):
     def job_counts(self) -> dict[str, int]:
         """Jobs per status, every status, as of when this instance was read (services.counts_and_spent
         reads them afresh)."""
-        return {
-            "PENDING": self.pending_jobs,
-            "RUNNING": self.running_jobs,
-            "DONE": self.done_jobs,
-            "ERROR": self.error_jobs,
-            "CANCELED": self.canceled_jobs,
-        }
+        return {status: getattr(self, column) for status, column in STATUS_COUNTERS.items()}
 
     @property
     def is_terminal(self) -> bool:

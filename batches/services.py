@@ -27,7 +27,16 @@ from backends.adapters import Adapter, get_adapter
 from backends.models import Device
 from backends.sequences import build, check_variables, sequence_cache
 from batches import scheduler
-from batches.models import TERMINAL_BATCH_STATUSES, WORKLOAD_TAG, Batch, BatchStatus, Priority, Workload
+from batches.models import (
+    COUNTER_FIELDS,
+    STATUS_COUNTERS,
+    TERMINAL_BATCH_STATUSES,
+    WORKLOAD_TAG,
+    Batch,
+    BatchStatus,
+    Priority,
+    Workload,
+)
 from jobs.models import Job, JobStatus
 from portal import credits, sql
 from portal.bulk import insert_rows
@@ -433,20 +442,19 @@ def jobs_count_per_status(batch: Batch) -> dict[str, int]:
     return counts_and_spent(batch)[0]
 
 
-# Kept on the batch row by the database (Batch.COUNTER_FIELDS): read fresh, not from the
-# instance, which may be older than the row.
+# Kept on the batch row by the database (batches.models.COUNTER_FIELDS): read fresh, not from
+# the instance, which may be older than the row.
 _COUNTERS_SQL = (
-    "SELECT "
-    + ", ".join(sql.column(Batch, f"{status.lower()}_jobs", "b") for status in JobStatus.values)
-    + f", {sql.column(Batch, 'credits_spent', 'b')} FROM {Batch._meta.db_table} b WHERE b.id = %s"
+    f"SELECT {', '.join(sql.column(Batch, name, 'b') for name in COUNTER_FIELDS)}"
+    f" FROM {Batch._meta.db_table} b WHERE b.id = %s"
 )
 
 
 def counts_and_spent(batch: Batch) -> tuple[dict[str, int], int]:
     """The batch's jobs per status (every status, 0 if none) and the credits its charges minus
     refunds took (`spent_on`): one row, whatever the number of jobs."""
-    *counts, total = sql.fetch(_COUNTERS_SQL, [sql.param(Batch, "id", batch.pk)], [None] * 6)[0]
-    return dict(zip(JobStatus.values, map(int, counts), strict=True)), int(total)
+    *counts, total = sql.fetch(_COUNTERS_SQL, [sql.param(Batch, "id", batch.pk)], [None] * len(COUNTER_FIELDS))[0]
+    return dict(zip(STATUS_COUNTERS, map(int, counts), strict=True)), int(total)
 
 
 def spent_on(batch: Batch) -> int:
