@@ -39,9 +39,9 @@ from batches.models import (
 )
 from jobs.models import Job, JobStatus
 from portal import credits, sql
-from portal.bulk import insert_rows
+from portal.bulk import insert_rows, insert_rows_while
 from portal.errors import Conflict, InvalidInput, NotFound
-from portal.models import Membership, Project
+from portal.models import CreditTransaction, Membership, Project
 
 
 @dataclass(frozen=True)
@@ -191,12 +191,11 @@ def create_batch(
     tags = clean_tags(tags)
     if webhook:
         check_webhook_url(webhook)
+    adapter = get_adapter(device)
     if validate:
-        adapter = get_adapter(device)
         config_errors = adapter.validate_configuration(configuration)
         if config_errors:
             raise InvalidInput(" ".join(config_errors), field="configuration")
-        _validate_jobs(adapter, sequence_builder, specs, 0)
     with transaction.atomic():
         batch = Batch.objects.create(
             project=project,
@@ -213,8 +212,14 @@ def create_batch(
             jobs_count=len(specs),
         )
         rows = _new_jobs(batch, specs, user, 0)
-        insert_rows(Job, rows)
-        credits.charge_jobs(batch, [(row["id"], row["price"]) for row in rows], by=user)
+        total, charges = credits.charges_for(batch, [(row["id"], row["price"]) for row in rows], by=user)
+        # The jobs are validated (pulser builds, in this process) while PostgreSQL writes them
+        # and their charges (on its own core): a refusal rolls the rows back with the block.
+        insert_rows_while(
+            lambda: _validate_jobs(adapter, sequence_builder, specs, 0) if validate else None,
+            [(Job, rows), (CreditTransaction, charges)],
+        )
+        credits.pay(project, total)
         transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
     batch.created_jobs = rows
     return batch

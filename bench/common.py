@@ -279,11 +279,21 @@ def api(base: str, token: str) -> Any:
 
 
 def post_json(session: Any, url: str, payload: Any, *, gzipped: bool = True) -> Any:
+    return post_encoded(session, url, *encoded(payload, gzipped=gzipped))
+
+
+def encoded(payload: Any, *, gzipped: bool = True) -> tuple[bytes, dict[str, str]]:
+    """A JSON request body as the SDK sends it (gzip'd), and its headers."""
     body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json"}
     if gzipped:
         body = gzip.compress(body, compresslevel=1)
         headers["Content-Encoding"] = "gzip"
+    return body, headers
+
+
+def post_encoded(session: Any, url: str, body: bytes, headers: dict[str, str]) -> Any:
+    """POST an `encoded` body; the answer's `data`, decoded."""
     r = session.post(url, data=body, headers=headers, timeout=600)
     if r.status_code != 200:
         raise RuntimeError(f"POST {url}: {r.status_code} {r.text[:500]}")

@@ -7,7 +7,7 @@ balance move together or not at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
@@ -60,27 +60,37 @@ def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | 
 
     Raises InsufficientCredits, which the caller lets roll back the jobs it created.
     """
-    total = sum(price for _, price in prices)
-    if total == 0:
-        return 0
-    _move_balance(batch.project, -total)
-    user_id = by.pk if by else None
-    insert_rows(
-        CreditTransaction,
-        [
-            {
-                "project_id": batch.project_id,
-                "kind": Kind.CHARGE,
-                "amount": -price,
-                "job_id": job_id,
-                "batch_id": batch.pk,
-                "user_id": user_id,
-            }
-            for job_id, price in prices
-            if price
-        ],
-    )
+    total, rows = charges_for(batch, prices, by=by)
+    pay(batch.project, total)
+    insert_rows(CreditTransaction, rows)
     return total
+
+
+def charges_for(
+    batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | None
+) -> tuple[int, list[dict[str, Any]]]:
+    """The CHARGE ledger rows of jobs (id, price) and their total, for a caller that writes the
+    rows itself (`insert_rows_while`) and then calls `pay(total)` in the same transaction."""
+    user_id = by.pk if by else None
+    rows = [
+        {
+            "project_id": batch.project_id,
+            "kind": Kind.CHARGE,
+            "amount": -price,
+            "job_id": job_id,
+            "batch_id": batch.pk,
+            "user_id": user_id,
+        }
+        for job_id, price in prices
+        if price
+    ]
+    return -sum(row["amount"] for row in rows), rows
+
+
+def pay(project: Project, total: int) -> None:
+    """Take `total` credits from the balance, or raise InsufficientCredits (HTTP 402)."""
+    if total:
+        _move_balance(project, -total)
 
 
 def refund_job(job: Job, *, by: User | None, reason: str) -> int:

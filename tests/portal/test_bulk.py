@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from pulser import Pulse, Register, Sequence
 from pulser.devices import AnalogDevice
 
 from batches import services
+from batches.models import Batch
 from jobs.models import Job, JobStatus
-from portal.bulk import COPY_FROM, insert_all
+from portal import credits
+from portal.bulk import COPY_FROM, insert_all, insert_rows, insert_rows_while
+from portal.errors import InsufficientCredits, InvalidInput
 from portal.models import CreditTransaction
 from tests.sequences import analog_sequence
 
@@ -77,3 +82,89 @@ def test_a_second_charge_for_a_job_is_refused_by_the_database_with_copy_too(memb
     with pytest.raises(IntegrityError), transaction.atomic():
         insert_all(CreditTransaction, again)
     assert CreditTransaction.objects.filter(batch=batch, kind="CHARGE").count() == COPY_FROM
+
+
+def _empty_batch(member: Any, devices: Any, jobs_count: int = 0) -> Batch:
+    """A batch for `_varied_rows` (jobs_count: how many of them the test leaves in it)."""
+    return Batch.objects.create(
+        project=member.project,
+        user=member.user,
+        device=devices["EMU_FREE"],
+        sequence_builder=analog_sequence(),
+        jobs_count=jobs_count,
+    )
+
+
+def _varied_rows(batch: Batch, member: Any, parent_id: Any) -> list[dict[str, Any]]:
+    """Jobs whose columns vary in every way a submission's can: JSON or none, text with escapes, a parent."""
+    specs = [
+        services.JobSpec(runs=1 + i, variables={"omega_max": i / 7, "qubits": {"q0": i}}) for i in range(COPY_FROM)
+    ]
+    specs.append(services.JobSpec(runs=3, variables=None, sequence='tab\t"q"\n\\N ünï', parent_id=parent_id))
+    rows = services._new_jobs(batch, specs, member.user, 0)
+    rows[0]["dispatched_at"] = datetime(2026, 12, 2, 6, 0, 0, 123456, tzinfo=UTC)  # a time in one row only
+    return rows
+
+
+def test_rows_written_while_validating_equal_the_rows_insert_rows_writes(member: Any, devices: Any) -> None:
+    parent = services.create_batch(
+        member.project,
+        member.user,
+        sequence_builder=analog_sequence(),
+        jobs=[{"runs": 1, "variables": {"omega_max": 1}}],
+    ).created_jobs[0]
+    one, two = (_empty_batch(member, devices, COPY_FROM + 1) for _ in range(2))
+    insert_rows(Job, _varied_rows(one, member, parent["id"]))
+    assert insert_rows_while(lambda: "validated", [(Job, _varied_rows(two, member, parent["id"]))]) == "validated"
+
+    def stored(batch: Batch) -> list[dict[str, Any]]:
+        rows = list(Job.objects.filter(batch=batch).order_by("order").values())
+        for row in rows:
+            for key in ("id", "batch_id", "created_at", "updated_at"):
+                row.pop(key)
+        return rows
+
+    assert len(stored(two)) == COPY_FROM + 1
+    assert stored(two) == stored(one)
+    # None is SQL NULL in both, not JSON null (which reads back as None too)
+    for batch in (one, two):
+        assert Job.objects.filter(batch=batch, variables__isnull=True).count() == 1
+
+
+def test_a_job_refused_late_in_a_large_submission_creates_and_charges_nothing(member: Any, devices: Any) -> None:
+    jobs: list[dict[str, Any]] = [{"runs": 5, "variables": {"omega_max": 1.0}} for _ in range(COPY_FROM * 2)]
+    jobs[-3]["variables"] = {"omega_max": 1.0, "detuning": 2.0}  # not a variable of the sequence
+    balance = credits.balance_of(member.project)
+    with pytest.raises(InvalidInput, match=f"Job {COPY_FROM * 2 - 3}"):
+        services.create_batch(member.project, member.user, sequence_builder=analog_sequence(), jobs=jobs)
+    assert not Batch.objects.exists() and not Job.objects.exists()
+    assert not CreditTransaction.objects.filter(kind="CHARGE").exists()
+    assert credits.balance_of(member.project) == balance
+
+
+def test_a_large_submission_the_project_cannot_pay_for_creates_nothing(make_member: Any, devices: Any) -> None:
+    poor = make_member(credits=10)
+    jobs = [{"runs": 5, "variables": {"omega_max": 1.0}} for _ in range(COPY_FROM * 2)]
+    with pytest.raises(InsufficientCredits):
+        services.create_batch(poor.project, poor.user, sequence_builder=analog_sequence(), jobs=jobs)
+    assert not Batch.objects.exists() and not Job.objects.exists()
+    assert credits.balance_of(poor.project) == 10
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite checks foreign keys at commit only")
+def test_a_row_written_while_validating_with_a_missing_parent_is_refused(member: Any, devices: Any) -> None:
+    batch = _empty_batch(member, devices)
+    rows = _varied_rows(batch, member, uuid4())  # a parent that does not exist
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_rows_while(lambda: None, [(Job, rows)])
+    assert not Job.objects.filter(batch=batch).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite does not enforce a text column's length")
+def test_a_text_too_long_for_its_column_is_refused_not_cut(member: Any, devices: Any) -> None:
+    batch = _empty_batch(member, devices)
+    rows = _varied_rows(batch, member, None)
+    rows[5]["status"] = "PENDING-TOO-LONG"
+    with pytest.raises(DataError), transaction.atomic():
+        insert_rows_while(lambda: None, [(Job, rows)])
+    assert not Job.objects.filter(batch=batch).exists()

@@ -12,6 +12,7 @@ from django.test import Client
 
 from batches.models import Batch
 from jobs.models import Job
+from portal.middleware import json_depth_ok
 from portal.models import CreditTransaction
 from tests.sequences import analog_sequence
 
@@ -170,3 +171,19 @@ def test_unicode_tags_are_kept_exactly(api):
     assert response.json()["data"]["tags"] == tags
     listing = api.get("/core/api/v1/batches", {"tag": "量子"})
     assert [b["tags"] for b in listing.json()["data"]] == [tags]
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        ("[[[]]]", False),
+        ("[[[[]]]]", True),
+        ('["[[[[[[[[", "]]]]"]', False),  # brackets in strings do not nest
+        ('["\\"[[[[[[", {"a": "\\\\"}]', False),  # nor after an escaped quote; an escaped backslash ends it
+        ('{"a": [{"b": "}}}}"}, [[1]]]}', True),
+        ('"never closed [[[[[[', True),  # not JSON anyway: refused either way
+    ],
+)
+def test_the_depth_check_counts_nesting_outside_strings_only(text: str, deep: bool) -> None:
+    assert json_depth_ok(text, 3) is not deep
+    assert json_depth_ok(text.encode(), 3) is not deep
