@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema
 from batches import services
 from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
-from jobs.api import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, job_json, row_json
+from jobs.api import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, job_json, rows_json
 from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import Job, JobStatus
 from portal.access import project_for, request_user
@@ -183,7 +183,7 @@ def _created(batch: Batch) -> dict[str, Any]:
     rows = batch.created_jobs or []
     body = render(envelope(BatchOut), ok(batch_json(batch, counts=_new_counts(len(rows)), with_sequence=True)))
     if len(rows) <= settings.BATCH_JOBS_INLINE_MAX:
-        body["data"]["jobs"] = [{**row_json(tuple(r[c] for c in JOB_COLUMNS)), "sequence": None} for r in rows]
+        body["data"]["jobs"] = rows_json(tuple(r[c] for c in JOB_COLUMNS) for r in rows)
     return body
 
 

@@ -13,7 +13,7 @@ from ninja import Schema
 
 from batches.models import IdempotentRequest
 from portal.access import request_user
-from portal.api import committed, render_committed
+from portal.api import committed, json_response, render_committed
 from portal.errors import Conflict, InvalidInput
 
 
@@ -46,7 +46,7 @@ def idempotent(
         if replay is None:
             raise
         return replay
-    return JsonResponse(body)
+    return json_response(body)
 
 
 def _replay(request: HttpRequest, key: str, fingerprint: str) -> JsonResponse | None:

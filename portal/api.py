@@ -10,9 +10,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -114,7 +115,15 @@ def committed(schema: type[Schema], build: Callable[[], dict[str, Any]], *, rend
     """`render_committed` as the HTTP answer. Already rendered by `schema`, it is not handed
     back to ninja, which would validate it against the same schema a second time (~45 ms for
     a batch with 1,000 jobs inline)."""
-    return JsonResponse(render_committed(schema, build, rendered=rendered))
+    return json_response(render_committed(schema, build, rendered=rendered))
+
+
+def json_response(body: dict[str, Any], *, status: int = 200) -> HttpResponse:
+    """A rendered body (JSON types only: `render`'s, or built as a schema renders) as the answer.
+
+    orjson writes a batch with 1,000 jobs inline in ~0.4 ms; Django's JsonResponse in ~3.5 ms.
+    """
+    return HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
 
 
 api = NinjaAPI(
