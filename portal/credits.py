@@ -72,7 +72,7 @@ def charges_for(
     """The CHARGE ledger rows of jobs (id, price) and their total, for a caller that writes the
     rows itself (`insert_rows_while`) and then calls `pay(total)` in the same transaction."""
     user_id = by.pk if by else None
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "project_id": batch.project_id,
             "kind": Kind.CHARGE,
@@ -84,7 +84,7 @@ def charges_for(
         for job_id, price in prices
         if price
     ]
-    return -sum(row["amount"] for row in rows), rows
+    return sum(price for _, price in prices), rows
 
 
 def pay(project: Project, total: int) -> None:

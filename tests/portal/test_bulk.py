@@ -107,18 +107,20 @@ def _varied_rows(batch: Batch, member: Any, parent_id: Any) -> list[dict[str, An
 
 
 def test_rows_written_while_validating_equal_the_rows_insert_rows_writes(member: Any, devices: Any) -> None:
-    parent = services.create_batch(
+    created = services.create_batch(
         member.project,
         member.user,
         sequence_builder=analog_sequence(),
         jobs=[{"runs": 1, "variables": {"omega_max": 1}}],
-    ).created_jobs[0]
+    ).created_jobs
+    assert created is not None
+    parent = created[0]
     one, two = (_empty_batch(member, devices, COPY_FROM + 1) for _ in range(2))
     insert_rows(Job, _varied_rows(one, member, parent["id"]))
     assert insert_rows_while(lambda: "validated", [(Job, _varied_rows(two, member, parent["id"]))]) == "validated"
 
     def stored(batch: Batch) -> list[dict[str, Any]]:
-        rows = list(Job.objects.filter(batch=batch).order_by("order").values())
+        rows = [dict(row) for row in Job.objects.filter(batch=batch).order_by("order").values()]
         for row in rows:
             for key in ("id", "batch_id", "created_at", "updated_at"):
                 row.pop(key)
