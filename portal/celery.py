@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -79,6 +79,15 @@ def _worker_commit_durability(**_: Any) -> None:
             _set_commit_level(connection, level, transaction_only=False)
 
     connection_created.connect(configure, weak=False, dispatch_uid="tweezer-worker-commit")
+
+
+@worker_process_init.connect
+def _freeze_loaded_objects(**_: Any) -> None:
+    """A worker child starts with what its parent imported (tasks, pulser, adapters): set it
+    aside from the garbage collector, as the web workers do (portal/warm.py)."""
+    from portal.warm import freeze_job_worker
+
+    freeze_job_worker()
 
 
 #: Every queue Tweezer's workers consume: `default` (tick, webhooks) and one per device.
