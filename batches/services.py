@@ -39,7 +39,7 @@ from batches.models import (
 )
 from jobs.models import Job, JobStatus
 from portal import credits, sql
-from portal.bulk import insert_rows, insert_rows_while
+from portal.bulk import insert_rows, insert_rows_while, writes_while_working
 from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import CreditTransaction, Membership, Project
 
@@ -196,6 +196,18 @@ def create_batch(
         config_errors = adapter.validate_configuration(configuration)
         if config_errors:
             raise InvalidInput(" ".join(config_errors), field="configuration")
+
+    def check_jobs() -> None:
+        if validate:
+            _validate_jobs(adapter, sequence_builder, specs, 0)
+
+    # On PostgreSQL a large submission's jobs are validated (pulser builds, in this process)
+    # while the database writes them and their charges (on its own core); a refusal rolls the
+    # rows back with the block. Otherwise they are validated first, outside the transaction:
+    # SQLite's one write lock is not held while pulser builds.
+    overlapped = writes_while_working(2 * len(specs))
+    if not overlapped:
+        check_jobs()
     with transaction.atomic():
         batch = Batch.objects.create(
             project=project,
@@ -213,12 +225,11 @@ def create_batch(
         )
         rows = _new_jobs(batch, specs, user, 0)
         total, charges = credits.charges_for(batch, [(row["id"], row["price"]) for row in rows], by=user)
-        # The jobs are validated (pulser builds, in this process) while PostgreSQL writes them
-        # and their charges (on its own core): a refusal rolls the rows back with the block.
-        insert_rows_while(
-            lambda: _validate_jobs(adapter, sequence_builder, specs, 0) if validate else None,
-            [(Job, rows), (CreditTransaction, charges)],
-        )
+        if overlapped:
+            insert_rows_while(check_jobs, [(Job, rows), (CreditTransaction, charges)])
+        else:
+            insert_rows(Job, rows)
+            insert_rows(CreditTransaction, charges)
         credits.pay(project, total)
         transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
     batch.created_jobs = rows

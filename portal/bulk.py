@@ -77,7 +77,7 @@ def insert_rows_while(work: Callable[[], T], inserts: Sequence[tuple[type[Model]
     inserts, one after the other.
     """
     conn = connections[DEFAULT_DB_ALIAS]
-    if conn.vendor != "postgresql" or sum(len(rows) for _, rows in inserts) < COPY_FROM:
+    if not writes_while_working(sum(len(rows) for _, rows in inserts)):
         result = work()
         for model, rows in inserts:
             insert_rows(model, rows)
@@ -92,6 +92,11 @@ def insert_rows_while(work: Callable[[], T], inserts: Sequence[tuple[type[Model]
             cursor.execute(sql, params)
         cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # Django's foreign keys are all INITIALLY DEFERRED
         return work()
+
+
+def writes_while_working(row_count: int) -> bool:
+    """Whether `insert_rows_while` overlaps its work with the writes of `row_count` rows."""
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql" and row_count >= COPY_FROM
 
 
 def _recordset_insert(

@@ -170,3 +170,24 @@ def test_a_text_too_long_for_its_column_is_refused_not_cut(member: Any, devices:
     with pytest.raises(DataError), transaction.atomic():
         insert_rows_while(lambda: None, [(Job, rows)])
     assert not Job.objects.filter(batch=batch).exists()
+
+
+@pytest.mark.parametrize("n_jobs", [3, COPY_FROM * 2])
+def test_jobs_are_validated_inside_the_transaction_only_while_postgresql_writes_them(
+    member: Any, devices: Any, monkeypatch: pytest.MonkeyPatch, n_jobs: int
+) -> None:
+    """Elsewhere (SQLite, a few jobs) they are validated before it opens: SQLite's one write
+    lock must not be held while pulser builds 1,000 sequences."""
+    depths: list[int] = []  # atomic blocks open around the validation
+    validate = services._validate_jobs
+
+    def spy(*args: Any) -> None:
+        depths.append(len(transaction.get_connection().atomic_blocks))
+        validate(*args)
+
+    monkeypatch.setattr(services, "_validate_jobs", spy)
+    test_depth = len(transaction.get_connection().atomic_blocks)  # the test's own transaction
+    jobs = [{"runs": 5, "variables": {"omega_max": 1.0}} for _ in range(n_jobs)]
+    services.create_batch(member.project, member.user, sequence_builder=analog_sequence(), jobs=jobs)
+    overlapped = connection.vendor == "postgresql" and n_jobs * 2 >= COPY_FROM
+    assert depths == [test_depth + 1 if overlapped else test_depth]
