@@ -16,7 +16,7 @@ from backends.models import Device
 from batches import services
 from batches.models import Batch
 from jobs.api import JobOut, job_json
-from jobs.filters import JobFilter, batches_holding, filter_jobs, jobs_for, ordered
+from jobs.filters import COUNTED_FILTERS, JobFilter, batches_holding, filter_jobs, jobs_for, ordered
 from jobs.models import Job, JobStatus
 from portal.api import envelope, ok, render
 from tests.factories import MembershipFactory, ProjectFactory
@@ -83,6 +83,9 @@ def test_total_and_page_are_exact_for_every_filter_and_offset(world: dict[str, A
         {"batch_id": [grown], "order_by": "creation_order", "order_by_direction": "ASC"},
         {"project_id": [first], "order_by_direction": "ASC"},
         {"status": ["ERROR"]},
+        {"status": ["PENDING", "ERROR", "PENDING"], "project_id": [first]},
+        {"status": ["DONE"], "batch_id": [grown, theirs]},
+        {"status": ["ERROR"], "min_runs": 11},
         {"user_id": [str(world["colleague"].user.pk)]},
         {"user_id": ["not-a-number"]},
         {"errors": "False"},
@@ -139,7 +142,6 @@ def test_batch_level_totals_are_read_from_the_batches_not_counted(world: dict[st
     [
         {"id": ["6f1c3c8e-0000-4000-8000-000000000000"]},
         {"user_id": ["1"]},
-        {"status": ["DONE"]},
         {"min_runs": 0},
         {"max_runs": 0},
         {"errors": False},
@@ -155,11 +157,22 @@ def test_any_job_level_filter_gets_an_exact_count(member: Any, field: dict[str, 
     )
 
 
+def test_status_totals_are_read_from_the_batches_counters_not_counted(world: dict[str, Any]) -> None:
+    member, first = world["member"], world["projects"][0]
+    query = {"project_id": str(first.pk), "status": ["PENDING", "ERROR"], "offset": 100}
+    with CaptureQueriesContext(connection) as queries:
+        body = _get(member, query)
+    expected = Job.objects.filter(project=first, status__in=["PENDING", "ERROR"]).count()
+    assert body["pagination"]["total"] == expected == 3 + 5 + 3  # one of them ERROR
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert not any("jobs_job" in sql for sql in counts), counts
+
+
 def test_every_filter_of_the_schema_is_classified(member: Any) -> None:
-    """A field added to JobFilter is a job-level filter (exact count) unless listed as batch-level."""
+    """A field added to JobFilter is a job-level filter (exact count) unless listed as counted."""
     job_level = set(JobFilter.model_fields) - {"offset", "limit", "order_by", "order_by_direction"}
-    job_level -= {"project_id", "batch_id"}
-    assert job_level == {"id", "user_id", "status", "min_runs", "max_runs", "errors", "start_date", "end_date"}
+    job_level -= COUNTED_FILTERS
+    assert job_level == {"id", "user_id", "min_runs", "max_runs", "errors", "start_date", "end_date"}
     assert (
         batches_holding(member.user, JobFilter.model_validate({"offset": 5, "limit": 3, "order_by": "created_at"}))
         is not None
