@@ -120,40 +120,35 @@ def _in_listing_index(f: Any) -> bool:
 
 
 def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
-    """The batches whose jobs are exactly `filter_jobs(jobs_for(user), f)`, or None.
+    """The batches whose counters add up to `filter_jobs(jobs_for(user), f).count()`, or None.
 
-    None unless every filter set is a batch-level one (project_id, batch_id): any other
-    field of JobFilter, including one added later, gets the exact COUNT(*). Exact because
+    None unless every filter set is a batch-level one (project_id, batch_id) or `status`: any
+    other field of JobFilter, including one added later, gets the exact COUNT(*). Exact because
     `jobs_count` is maintained with the jobs (create_batch, add_jobs — retry and rebatch go
-    through these) in the same transaction, a job's project is its batch's, and jobs are
-    never deleted but with their batch; tests/conftest.py checks it after every test.
-    """
-    return _member_batches(user, f) if _only_batch_level(f) else None
-
-
-def count_jobs(user: Any, qs: QuerySet[Job], f: Any) -> int:
-    """`qs.count()`, read from the batches' counters when the filter allows (RESULTS.md §3).
-
-    Project and batch filters sum `jobs_count` (`batches_holding`); with `status` too, the
-    counters of those statuses, which database triggers move in the transaction that moves a
-    job (batches/migrations/0004): `GET /jobs?status=DONE` at 1M jobs reads 10,000 batch rows
-    instead of counting 200,000 jobs. Any other filter gets the exact COUNT(*).
+    through these) in the same transaction, and so are the per-status counters (database
+    triggers, batches/migrations/0004); a job's project is its batch's, and jobs are never
+    deleted but with their batch; tests/conftest.py checks both after every test.
     """
     if not _filters_only_on(f, COUNTED_FILTERS):
-        return qs.count()
-    columns = [STATUS_COUNTERS[status] for status in sorted(set(f.status))] if f.status else ["jobs_count"]
-    counted = Sum(reduce(operator.add, (F(column) for column in columns)))
-    return int(_member_batches(user, f).aggregate(n=counted)["n"] or 0)
-
-
-def _member_batches(user: Any, f: Any) -> QuerySet[Batch]:
-    """The user's projects' batches, narrowed by the filter's project_id and batch_id."""
+        return None
     batches = Batch.objects.filter(project_id__in=Membership.objects.filter(user=user).values("project_id"))
     if f.project_id:
         batches = batches.filter(project_id__in=f.project_id)
     if f.batch_id:
         batches = batches.filter(pk__in=f.batch_id)
     return batches
+
+
+def count_jobs(user: Any, qs: QuerySet[Job], f: Any) -> int:
+    """`qs.count()`, read from the batches' counters when the filter allows (RESULTS.md §3):
+    `jobs_count`, or with `status` the counters of those statuses: `GET /jobs?status=DONE` at
+    1M jobs reads 10,000 batch rows instead of counting 200,000 jobs."""
+    batches = batches_holding(user, f)
+    if batches is None:
+        return qs.count()
+    columns = [STATUS_COUNTERS[status] for status in sorted(set(f.status))] if f.status else ["jobs_count"]
+    counted = Sum(reduce(operator.add, (F(column) for column in columns)))
+    return int(batches.aggregate(n=counted)["n"] or 0)
 
 
 def page(
