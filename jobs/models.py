@@ -75,3 +75,16 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_JOB_STATUSES
+
+
+class ResultBlob(models.Model):
+    """One result file, zlib-compressed, in the database (the default results storage,
+    jobs.storage.DatabaseStorage): any machine that reaches the database reads it."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    data = models.BinaryField()
+    size = models.PositiveBigIntegerField(help_text="Uncompressed size in bytes.")
+    created_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.name

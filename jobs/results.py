@@ -1,4 +1,4 @@
-"""Result files: one JSON file per job through Django's storage API, and signed links to them."""
+"""Result files: one JSON file per job in the results storage (jobs.storage), and signed links to them."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 
 from jobs.models import Job
+from jobs.storage import results_storage
 
 _SALT = "tweezer.results-link"
 
@@ -20,14 +20,15 @@ def result_name(job_id: object) -> str:
 
 
 def store_result(job: Job, payload: dict[str, Any]) -> str:
+    storage = results_storage()
     name = result_name(job.pk)
-    if default_storage.exists(name):
-        default_storage.delete(name)  # a re-run after a lost lease: the latest run wins
-    return str(default_storage.save(name, ContentFile(json.dumps(payload).encode())))
+    if storage.exists(name):
+        storage.delete(name)  # a re-run after a lost lease: the latest run wins
+    return str(storage.save(name, ContentFile(json.dumps(payload).encode())))
 
 
 def open_result(job: Job) -> Any:
-    return default_storage.open(job.result_path or result_name(job.pk), "rb")
+    return results_storage().open(job.result_path or result_name(job.pk), "rb")
 
 
 def read_result(job: Job) -> dict[str, Any] | None:

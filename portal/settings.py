@@ -112,11 +112,42 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# Result files (jobs.storage): "database" (default: compressed rows, readable from every
+# machine that reaches the database), "s3" (django-storages, any S3-compatible object store;
+# needs `pip install boto3`) or "filesystem" (RESULTS_DIR: one machine, or a shared volume).
+RESULTS_STORAGE = env_str("RESULTS_STORAGE", "database")
+# Where result files were written before they moved to the results storage (jobs migration 0010).
+LEGACY_RESULTS_DIR = Path(env_str("LEGACY_RESULTS_DIR", str(VAR_DIR / "results")))
+_RESULTS_BACKENDS: dict[str, dict[str, object]] = {
+    "database": {"BACKEND": "jobs.storage.DatabaseStorage"},
+    "filesystem": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": env_str("RESULTS_DIR", str(VAR_DIR / "results"))},
+    },
+    # Only a string until a result is read or written: boto3 is imported then, not here.
+    "s3": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("RESULTS_S3_BUCKET", ""),
+            "endpoint_url": env_str("RESULTS_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("RESULTS_S3_REGION", "") or None,
+            "access_key": env_str("RESULTS_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("RESULTS_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("RESULTS_S3_PREFIX", "tweezer"),
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": True,
+        },
+    },
+}
+if RESULTS_STORAGE not in _RESULTS_BACKENDS:
+    raise ValueError(f"RESULTS_STORAGE must be database, s3 or filesystem: {RESULTS_STORAGE!r}")
 STORAGES = {
     "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(VAR_DIR / "results")},
+        "OPTIONS": {"location": str(VAR_DIR / "files")},
     },
+    "results": _RESULTS_BACKENDS[RESULTS_STORAGE],
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = DEBUG

@@ -176,11 +176,14 @@ def purge_broker() -> None:
 class WorkerProcess:
     """`celery worker` (+ embedded beat) on every device queue, as a child process."""
 
-    def __init__(self, log_path: Path, *, concurrency: int = 2, beat: bool = True, **env: str) -> None:
+    def __init__(
+        self, log_path: Path, *, concurrency: int = 2, beat: bool = True, name: str | None = None, **env: str
+    ) -> None:
         from portal.management.commands.runall import worker_command
 
         queues = ["default", "device.EMU_FREE", "device.EMU_SV", "device.EMU_MPS", "device.FRESNEL"]
-        command = worker_command(queues, concurrency=concurrency, name=f"test-{os.getpid()}-{time.time_ns()}")
+        name = name or f"test-{os.getpid()}-{time.time_ns()}"
+        command = worker_command(queues, concurrency=concurrency, name=name)
         command[command.index("warning")] = "info"
         if beat:
             command += ["-B", "-s", str(log_path.with_suffix(".beat"))]

@@ -1,0 +1,99 @@
+"""Issue 20, part 1: two worker "machines" that share nothing with the web process but
+PostgreSQL and Redis (each its own TWEEZER_VAR_DIR and Celery node name) run a submission's
+jobs, and every result is readable through the SDK, the job page, its download and the zip."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from batches.models import Batch
+from jobs.models import Job
+from tests.conftest import WorkerProcess, consumers_paused, purge_broker, wait_until
+from tests.sequences import seed_mappable_sequence
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+
+
+def _other_workers() -> bool:
+    from portal.celery import app
+
+    try:
+        return bool(app.control.inspect(timeout=1).ping())
+    except Exception:  # noqa: BLE001 - nobody answers
+        return False
+
+
+@pytest.fixture
+def two_machines(transactional_db: None, tmp_path: Path) -> Iterator[list[tuple[WorkerProcess, Path]]]:
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        pytest.skip("needs a network broker (Redis): the file-system broker is a shared disk")
+    # The session's own worker (if some test started it) shares this process's var/: keep it
+    # off the emulator queue so that only the two "machines" run the jobs. Its beat still ticks.
+    with consumers_paused("device.EMU_FREE"):
+        tick_elsewhere = _other_workers()
+        if not tick_elsewhere:
+            purge_broker()
+        machines: list[tuple[WorkerProcess, Path]] = []
+        try:
+            for index, name in enumerate(("machine-a", "machine-b")):
+                var_dir = tmp_path / name
+                var_dir.mkdir()
+                proc = WorkerProcess(
+                    var_dir / "worker.log",
+                    concurrency=1,
+                    beat=index == 0 and not tick_elsewhere,
+                    name=name,
+                    TWEEZER_VAR_DIR=str(var_dir),
+                )
+                machines.append((proc, var_dir))
+            yield machines
+        finally:
+            for proc, _ in machines:
+                proc.stop()
+
+
+def _ran_jobs(log: Path) -> bool:
+    return "backends.tasks.run_job[" in log.read_text()
+
+
+def test_results_written_by_workers_on_other_machines_are_readable_by_sdk_page_and_zip(
+    sdk: Any, member: Any, live_server: Any, two_machines: list[tuple[WorkerProcess, Path]]
+) -> None:
+    specs = [{"runs": 20 + i, "variables": {"omega_max": 1.0 + i / 10, "qubits": {"q0": 1, "q1": 5}}} for i in range(3)]
+    ids = [sdk.create_batch(seed_mappable_sequence(), specs, device_type="EMU_FREE").id for _ in range(4)]
+    wait_until(lambda: Batch.objects.filter(pk__in=ids, status="DONE").count() == len(ids), timeout=240)
+
+    client = Client()
+    client.force_login(member.user)
+    for batch_id in ids:
+        fetched = sdk.get_batch(batch_id)
+        assert [job.status for job in fetched.ordered_jobs] == ["DONE"] * 3
+        for job, spec in zip(fetched.ordered_jobs, specs, strict=True):
+            assert sum(job.result.values()) == spec["runs"]  # the SDK follows the signed results link
+
+        for row in Job.objects.filter(batch_id=batch_id):
+            page = client.get(f"/jobs/{row.pk}/")
+            assert page.status_code == 200 and f"{row.runs} shots" in page.content.decode()
+            download: Any = client.get(f"/jobs/{row.pk}/results.json")  # a FileResponse: streamed
+            assert sum(json.loads(b"".join(download.streaming_content))["counter"].values()) == row.runs
+
+        response: Any = client.get(f"/batches/{batch_id}/results.zip")  # streamed
+        archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+        manifest = json.loads(archive.read("manifest.json"))["jobs"]
+        assert [sum(json.loads(archive.read(r["file"]))["counter"].values()) for r in manifest] == [
+            s["runs"] for s in specs
+        ]
+
+    machines = [proc for proc, _ in two_machines]
+    assert all(_ran_jobs(proc.log_path) for proc in machines), "both machines ran jobs"
+    for _, var_dir in two_machines:
+        assert not list(var_dir.glob("results/**/*.json")), "no result was written to a machine's disk"
