@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -88,6 +88,21 @@ def _freeze_loaded_objects(**_: Any) -> None:
     from portal.warm import freeze_job_worker
 
     freeze_job_worker()
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """The node's row in ops_workerheartbeat, written while it lives (ops.workers)."""
+    from ops import workers
+
+    workers.start(sender)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    from ops import workers
+
+    workers.stop()
 
 
 #: Every queue Tweezer's workers consume: `default` (tick, webhooks) and one per device.

@@ -33,13 +33,18 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "axes",
+    "django_prometheus",
+    "health_check",
     "portal",
     "backends",
     "batches",
     "jobs",
+    "ops",
 ]
 
 MIDDLEWARE = [
+    "ops.middleware.OpsEndpointsMiddleware",  # /healthz, /readyz, /metrics: before host checks
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware",
@@ -52,6 +57,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [
@@ -245,3 +251,10 @@ AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("AXES_ENABLED", default=True)
 BATCH_JOBS_INLINE_MAX = env_int("BATCH_JOBS_INLINE_MAX", 1000)
 EMULATOR_SLOTS = env_int("EMULATOR_SLOTS", 2)
+
+# Operations (ops/): GET /metrics answers only with `Authorization: Bearer <METRICS_TOKEN>`
+# (404 while it is empty); the database part of a scrape is cached this long per process.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_CACHE_SECONDS = float(env_str("METRICS_CACHE_SECONDS", "5"))
+# Every worker node writes its heartbeat row this often (tweezer_worker_heartbeat_age_seconds).
+WORKER_HEARTBEAT_SECONDS = float(env_str("WORKER_HEARTBEAT_SECONDS", "10"))

@@ -17,6 +17,7 @@ from django.test import Client
 
 from batches.models import Batch
 from jobs.models import Job
+from ops.models import WorkerHeartbeat
 from tests.conftest import WorkerProcess, consumers_paused, purge_broker, wait_until
 from tests.sequences import seed_mappable_sequence
 
@@ -93,6 +94,8 @@ def test_results_written_by_workers_on_other_machines_are_readable_by_sdk_page_a
             s["runs"] for s in specs
         ]
 
+    beating = set(WorkerHeartbeat.objects.values_list("name", flat=True))
+    assert {name.split("@")[0] for name in beating} >= {"machine-a", "machine-b"}, "each node writes its heartbeat"
     machines = [proc for proc, _ in two_machines]
     assert all(_ran_jobs(proc.log_path) for proc in machines), "both machines ran jobs"
     for _, var_dir in two_machines:

@@ -1,0 +1,62 @@
+"""/healthz says the process answers; /readyz says whether it can serve: database, broker,
+results storage reachable and migrations applied. Both answer a probe that calls by IP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db.migrations.executor import MigrationExecutor
+from django.test import Client
+
+from jobs.storage import DatabaseStorage
+from ops import health
+
+PROBE: dict[str, Any] = {"HTTP_HOST": "10.1.2.3:8000"}  # a kubelet calls the pod's IP: not in ALLOWED_HOSTS
+
+
+def test_healthz_answers_without_touching_the_database():
+    response = Client(**PROBE).get("/healthz")
+    assert response.status_code == 200 and response.content == b"ok\n"
+
+
+@pytest.mark.django_db
+def test_readyz_is_ok_when_database_broker_results_storage_and_migrations_are(monkeypatch):
+    monkeypatch.setattr(health, "_MIGRATED", set())
+    response = Client(**PROBE).get("/readyz")
+    assert response.status_code == 200, response.content
+    lines = response.content.decode().splitlines()
+    assert [line.split("(")[0] for line in lines] == ["Database", "Broker", "ResultsStorage", "Migrations"]
+    assert all(line.endswith(": OK") for line in lines)
+    assert Client(**PROBE).get("/readyz", HTTP_ACCEPT="application/json").json()["Broker()"] == "OK"
+
+
+@pytest.mark.django_db
+def test_readyz_fails_while_the_broker_is_unreachable(monkeypatch):
+    from portal.celery import app
+
+    def unreachable() -> None:
+        raise ConnectionRefusedError("no broker")
+
+    monkeypatch.setattr(app, "connection_for_write", unreachable)
+    response = Client(**PROBE).get("/readyz")
+    assert response.status_code == 503
+    assert "Broker(): Unavailable: broker unreachable (ConnectionRefusedError)" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_readyz_fails_while_the_results_storage_is_unreachable(monkeypatch):
+    def broken(self: DatabaseStorage, name: str) -> bool:
+        raise OSError("gone")
+
+    monkeypatch.setattr(DatabaseStorage, "exists", broken)
+    response = Client(**PROBE).get("/readyz")
+    assert response.status_code == 503 and "results storage unreachable" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_readyz_fails_until_the_migrations_are_applied(monkeypatch):
+    monkeypatch.setattr(health, "_MIGRATED", set())
+    monkeypatch.setattr(MigrationExecutor, "migration_plan", lambda self, targets: [("ops", "9999_future")])
+    response = Client(**PROBE).get("/readyz")
+    assert response.status_code == 503 and "1 migrations not applied" in response.content.decode()
