@@ -1,6 +1,7 @@
 """A QPU endpoint that speaks docs/qpu-protocol.md, runs jobs with pulser-simulation, and misbehaves on demand.
 
-Run it as its own process: `python -m backends.qpu_simulator --port 8765 [--token T] [--latency 0.2]`.
+Run it as its own process: `python -m backends.qpu_simulator --port 8765 [--token T] [--latency 0.2]`
+(`--parallel N --no-simulation`: N jobs at once, each answered after --latency without a simulation).
 One worker thread runs the queue in order (a QPU has one slot). Faults are queued per endpoint
 through `POST /admin/faults` (or `--faults '{"submit": ["503", "drop_after"]}'`): each request to
 that endpoint consumes the next one. `GET /admin/stats` counts submissions and runs per
@@ -66,9 +67,10 @@ class QpuJob:
 class QpuState:
     """Jobs, the queue, the faults and the counters; shared by the request threads."""
 
-    def __init__(self, *, specs: str, latency: float, token: str, slow_seconds: float) -> None:
+    def __init__(self, *, specs: str, latency: float, token: str, slow_seconds: float, simulate: bool = True) -> None:
         self.specs = specs
         self.latency = latency
+        self.simulate = simulate  # False: every shot reads all zeros, no pulser (latency-bound benchmarks)
         self.token = token
         self.slow_seconds = slow_seconds
         self.health = "UP"
@@ -127,7 +129,7 @@ class QpuState:
                 continue  # stays RUNNING until someone cancels it
             time.sleep(self.latency)
             try:
-                counter, serialised = self._simulate(job)
+                counter, serialised = self._simulate(job) if self.simulate else self._zeros(job)
             except Exception as exc:  # noqa: BLE001 - the protocol reports it as the job's error
                 log.warning("job %s failed: %s", job.id, exc)
                 with self.lock:
@@ -138,6 +140,12 @@ class QpuState:
                 self.runs[job.key] = self.runs.get(job.key, 0) + 1
                 if job.status == "RUNNING":
                     job.status, job.counter, job.serialised_results = "DONE", counter, serialised
+
+    @staticmethod
+    def _zeros(job: QpuJob) -> tuple[dict[str, int], str | None]:
+        """A result without a simulation: every shot measures the ground state."""
+        atoms = json.loads(job.sequence).get("register") or [{}]
+        return {"0" * len(atoms): job.runs}, None
 
     def _simulate(self, job: QpuJob) -> tuple[dict[str, int], str | None]:
         from pulser import Sequence
@@ -164,6 +172,9 @@ class QpuState:
 class Handler(BaseHTTPRequestHandler):
     server_version = "TweezerQpuSimulator/1"
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: without this, Nagle's algorithm holds the body until
+    # the client's delayed ACK, a stall added to every answer on a kept-alive connection.
+    disable_nagle_algorithm = True
     state: QpuState  # set on the class by make_server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
@@ -371,12 +382,17 @@ def make_server(
     latency: float = 0.0,
     token: str = "",
     slow_seconds: float = 5.0,
+    parallel: int = 1,
+    simulate: bool = True,
 ) -> ThreadingHTTPServer:
-    state = QpuState(specs=specs or default_specs(), latency=latency, token=token, slow_seconds=slow_seconds)
+    state = QpuState(
+        specs=specs or default_specs(), latency=latency, token=token, slow_seconds=slow_seconds, simulate=simulate
+    )
     handler = type("BoundHandler", (Handler,), {"state": state})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
-    threading.Thread(target=state.work, name="qpu", daemon=True).start()
+    for index in range(max(1, parallel)):  # `parallel` jobs run at once, each taken in submission order
+        threading.Thread(target=state.work, name=f"qpu-{index}", daemon=True).start()
     return server
 
 
@@ -390,12 +406,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--faults", default="{}", help='initial faults, e.g. \'{"submit": ["503"], "never_finish": 1}\''
     )
+    parser.add_argument("--parallel", type=int, default=1, help="jobs the QPU runs at once (default 1, in order)")
+    parser.add_argument(
+        "--no-simulation", action="store_true", help="answer all-zero counts after --latency, without pulser"
+    )
     parser.add_argument("--specs-file", help="Pulser device abstract repr to serve (default: AnalogDevice as FRESNEL)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     specs = open(args.specs_file).read() if args.specs_file else None  # noqa: SIM115 - read once at start
     server = make_server(
-        args.host, args.port, specs=specs, latency=args.latency, token=args.token, slow_seconds=args.slow_seconds
+        args.host,
+        args.port,
+        specs=specs,
+        latency=args.latency,
+        token=args.token,
+        slow_seconds=args.slow_seconds,
+        parallel=args.parallel,
+        simulate=not args.no_simulation,
     )
     apply_faults(server.RequestHandlerClass.state, json.loads(args.faults))  # type: ignore[attr-defined]
     # Import pulser now, so the first job does not pay for it; then say we are ready.

@@ -26,6 +26,7 @@ SCENARIOS: list[tuple[str, str, list[str], list[str]]] = [
     ("6-7-portal", "bench/portal_pages.py", [], ["--jobs", "2000"]),
     ("8-embedded-pipeline", "bench/pipeline.py", ["--db", "sqlite", "--jobs", "20"], ["--db", "sqlite", "--jobs", "8"]),
     ("backends", "bench/backends.py", [], []),
+    ("9-scale", "bench/scale.py", [], ["--processes", "1,2,4", "--jobs", "8", "--reps", "1"]),
 ]
 
 
