@@ -193,9 +193,9 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
     )
     for n in sizes:
         med, med_running = statistics.median(results[n]), statistics.median(running[n])
-        nodes = " + ".join(str(c) for c in (n - n // 2, n // 2) if c)
+        split = " + ".join(str(c) for c in (n - n // 2, n // 2) if c)
         report.line(
-            f"{n:>9} | {nodes:>5} | {med:6.2f} ({min(results[n]):.2f}–{max(results[n]):.2f}) | "
+            f"{n:>9} | {split:>5} | {med:6.2f} ({min(results[n]):.2f}–{max(results[n]):.2f}) | "
             f"{med / (n * base):.3f} | {med_running:6.2f} | {med_running / (n * base_running):.3f} | "
             f"{statistics.median(c[0] for c in costs[n]):.1f} | {statistics.median(c[1] for c in costs[n]):.1f} | "
             f"{100 * statistics.median(c[2] for c in costs[n]):.0f} % | {loads[n]}"
