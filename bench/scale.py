@@ -89,7 +89,7 @@ def start_node(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--processes", default="1,2,4,8", help="worker processes to measure, comma-separated")
-    parser.add_argument("--jobs", type=int, default=12, help="jobs per batch (one batch per process)")
+    parser.add_argument("--jobs", type=int, default=20, help="jobs per batch (one batch per process)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.2, help="the QPU's fixed time per job (s)")
     args = parser.parse_args()
@@ -131,10 +131,12 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
         f"nodes with separate var dirs, a third node (default queue + beat) for the tick"
     )
 
-    def round_(n_batches: int, groups: list[int]) -> tuple[float, float, float, float, float]:
-        """(jobs/s from the first submission to the last job's end, jobs/s from the first job's
-        start to the last job's end: the workers' own rate, without the submissions; CPU ms per
-        job of the worker nodes, of the QPU simulator; share of the machine's CPU busy)."""
+    def round_(n_batches: int, groups: list[int]) -> tuple[float, float, float, float, float, float]:
+        """(jobs/s from the first submission to the last job's end; jobs/s while all N batches
+        run, from the last batch's first job start to the first batch's last job end: the
+        steady state, without the ramp of N submissions; CPU ms per job of the worker nodes,
+        of the QPU simulator; share of the machine's CPU busy; median ms from a job's start to
+        its end)."""
         cpu0 = [group_cpu(g) for g in groups]
         busy0 = machine_busy()
         t0 = time.perf_counter()
@@ -152,22 +154,34 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
         failed = Job.objects.filter(batch_id__in=ids).exclude(status="DONE").count()
         if failed:
             raise RuntimeError(f"{failed} jobs did not end DONE")
-        window = Job.objects.filter(batch_id__in=ids).aggregate(first=Min("start_timestamp"), last=Max("end_timestamp"))
+        spans = list(
+            Job.objects.filter(batch_id__in=ids)
+            .values("batch_id")
+            .annotate(first=Min("start_timestamp"), last=Max("end_timestamp"))
+        )
+        steady_from, steady_to = max(s["first"] for s in spans), min(s["last"] for s in spans)
+        ended = Job.objects.filter(batch_id__in=ids, end_timestamp__gt=steady_from, end_timestamp__lte=steady_to)
+        steady = ended.count() / max(1e-9, (steady_to - steady_from).total_seconds())
         cpu = [group_cpu(g) - c for g, c in zip(groups, cpu0, strict=True)]
         busy1 = machine_busy()
         busy = (busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1])
+        durations = [
+            (end - start).total_seconds()
+            for start, end in Job.objects.filter(batch_id__in=ids).values_list("start_timestamp", "end_timestamp")
+        ]
         return (
             total / elapsed,
-            total / (window["last"] - window["first"]).total_seconds(),
+            steady,
             1000 * sum(cpu[1:]) / total,
             1000 * cpu[0] / total,
             busy,
+            1000 * statistics.median(durations),
         )
 
     control = start_node(env, ["default"], 1, "scale-control", beat=True)
     results: dict[int, list[float]] = {}
     running: dict[int, list[float]] = {}
-    costs: dict[int, list[tuple[float, float, float]]] = {}
+    costs: dict[int, list[tuple[float, float, float, float]]] = {}
     loads: dict[int, str] = {}
     with common.running(control):
         for n in sizes:
@@ -188,20 +202,22 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
     base_running = statistics.median(running[sizes[0]]) / sizes[0]
     report.line(
         "processes | nodes | jobs/s submit→done (median, min–max) | efficiency | "
-        "jobs/s first start→last end | efficiency | worker CPU ms/job | QPU simulator CPU ms/job | "
-        "machine CPU busy | load 1/5/15 min after"
+        "jobs/s steady (all N running) | efficiency | worker CPU ms/job | QPU simulator CPU ms/job | "
+        "machine CPU busy | job start→end ms (median) | load 1/5/15 min after"
     )
     for n in sizes:
         med, med_running = statistics.median(results[n]), statistics.median(running[n])
-        split = " + ".join(str(c) for c in (n - n // 2, n // 2) if c)
+        layout = " + ".join(str(c) for c in (n - n // 2, n // 2) if c)
         report.line(
-            f"{n:>9} | {split:>5} | {med:6.2f} ({min(results[n]):.2f}–{max(results[n]):.2f}) | "
+            f"{n:>9} | {layout:>5} | {med:6.2f} ({min(results[n]):.2f}–{max(results[n]):.2f}) | "
             f"{med / (n * base):.3f} | {med_running:6.2f} | {med_running / (n * base_running):.3f} | "
             f"{statistics.median(c[0] for c in costs[n]):.1f} | {statistics.median(c[1] for c in costs[n]):.1f} | "
-            f"{100 * statistics.median(c[2] for c in costs[n]):.0f} % | {loads[n]}"
+            f"{100 * statistics.median(c[2] for c in costs[n]):.0f} % | {statistics.median(c[3] for c in costs[n]):.0f} | "
+            f"{loads[n]}"
         )
     for n in sizes[1:]:
         report.ratio(f"scale_efficiency_{n}", statistics.median(results[n]) / (n * base), ">= 0.85")
+        report.ratio(f"scale_efficiency_steady_{n}", statistics.median(running[n]) / (n * base_running), ">= 0.85")
     report.finish()
     common.drop_database()
     return 0

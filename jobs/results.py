@@ -10,7 +10,7 @@ from django.core import signing
 from django.core.files.base import ContentFile
 
 from jobs.models import Job
-from jobs.storage import results_storage
+from jobs.storage import DatabaseStorage, results_storage
 
 _SALT = "tweezer.results-link"
 
@@ -22,8 +22,10 @@ def result_name(job_id: object) -> str:
 def store_result(job: Job, payload: dict[str, Any]) -> str:
     storage = results_storage()
     name = result_name(job.pk)
-    if storage.exists(name):
-        storage.delete(name)  # a re-run after a lost lease: the latest run wins
+    # A re-run after a lost lease: the latest run wins. The database storage replaces a name
+    # in the same statement; another storage may rename instead, so the old file goes first.
+    if not isinstance(storage, DatabaseStorage) and storage.exists(name):
+        storage.delete(name)
     return str(storage.save(name, ContentFile(json.dumps(payload).encode())))
 
 

@@ -78,7 +78,13 @@ class DatabaseStorage(Storage):
         from jobs.models import ResultBlob
 
         data, size = compress_stream(content)
-        ResultBlob.objects.update_or_create(name=name, defaults={"data": data, "size": size})
+        # One statement (INSERT … ON CONFLICT DO UPDATE): a worker stores a result per job.
+        ResultBlob.objects.bulk_create(
+            [ResultBlob(name=name, data=data, size=size)],
+            update_conflicts=True,
+            unique_fields=["name"],
+            update_fields=["data", "size", "created_at"],
+        )
         return name
 
     def _open(self, name: str, mode: str = "rb") -> File:
