@@ -168,6 +168,7 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
         durations = [
             (end - start).total_seconds()
             for start, end in Job.objects.filter(batch_id__in=ids).values_list("start_timestamp", "end_timestamp")
+            if start and end
         ]
         return (
             total / elapsed,
@@ -212,8 +213,8 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
             f"{n:>9} | {layout:>5} | {med:6.2f} ({min(results[n]):.2f}–{max(results[n]):.2f}) | "
             f"{med / (n * base):.3f} | {med_running:6.2f} | {med_running / (n * base_running):.3f} | "
             f"{statistics.median(c[0] for c in costs[n]):.1f} | {statistics.median(c[1] for c in costs[n]):.1f} | "
-            f"{100 * statistics.median(c[2] for c in costs[n]):.0f} % | {statistics.median(c[3] for c in costs[n]):.0f} | "
-            f"{loads[n]}"
+            f"{100 * statistics.median(c[2] for c in costs[n]):.0f} % | "
+            f"{statistics.median(c[3] for c in costs[n]):.0f} | {loads[n]}"
         )
     for n in sizes[1:]:
         report.ratio(f"scale_efficiency_{n}", statistics.median(results[n]) / (n * base), ">= 0.85")
