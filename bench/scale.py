@@ -43,6 +43,21 @@ def group_cpu(pgid: int) -> float:
     return total / TICK
 
 
+def postgres_cpu(database: str) -> float:
+    """CPU seconds used so far by the live PostgreSQL backends serving `database` (those that
+    closed meanwhile are missed: a lower bound)."""
+    total = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if f" {database} " not in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -131,13 +146,14 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
         f"nodes with separate var dirs, a third node (default queue + beat) for the tick"
     )
 
-    def round_(n_batches: int, groups: list[int]) -> tuple[float, float, float, float, float, float]:
+    def round_(n_batches: int, groups: list[int]) -> tuple[float, float, float, float, float, float, float]:
         """(jobs/s from the first submission to the last job's end; jobs/s while all N batches
         run, from the last batch's first job start to the first batch's last job end: the
         steady state, without the ramp of N submissions; CPU ms per job of the worker nodes,
         of the QPU simulator; share of the machine's CPU busy; median ms from a job's start to
-        its end)."""
+        its end; CPU ms per job of the database's backends)."""
         cpu0 = [group_cpu(g) for g in groups]
+        pg0 = postgres_cpu(common.DB_NAME)
         busy0 = machine_busy()
         t0 = time.perf_counter()
         ids = [
@@ -163,6 +179,7 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
         ended = Job.objects.filter(batch_id__in=ids, end_timestamp__gt=steady_from, end_timestamp__lte=steady_to)
         steady = ended.count() / max(1e-9, (steady_to - steady_from).total_seconds())
         cpu = [group_cpu(g) - c for g, c in zip(groups, cpu0, strict=True)]
+        pg = postgres_cpu(common.DB_NAME) - pg0
         busy1 = machine_busy()
         busy = (busy1[0] - busy0[0]) / max(1e-9, busy1[1] - busy0[1])
         durations = [
@@ -177,12 +194,13 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
             1000 * cpu[0] / total,
             busy,
             1000 * statistics.median(durations),
+            1000 * pg / total,
         )
 
     control = start_node(env, ["default"], 1, "scale-control", beat=True)
     results: dict[int, list[float]] = {}
     running: dict[int, list[float]] = {}
-    costs: dict[int, list[tuple[float, float, float, float]]] = {}
+    costs: dict[int, list[tuple[float, float, float, float, float]]] = {}
     loads: dict[int, str] = {}
     with common.running(control):
         for n in sizes:
@@ -203,7 +221,7 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
     base_running = statistics.median(running[sizes[0]]) / sizes[0]
     report.line(
         "processes | nodes | jobs/s submit→done (median, min–max) | efficiency | "
-        "jobs/s steady (all N running) | efficiency | worker CPU ms/job | QPU simulator CPU ms/job | "
+        "jobs/s steady (all N running) | efficiency | CPU ms/job: workers, QPU simulator, PostgreSQL | "
         "machine CPU busy | job start→end ms (median) | load 1/5/15 min after"
     )
     for n in sizes:
@@ -212,7 +230,8 @@ def measure(args: argparse.Namespace, sizes: list[int], qpu_pgid: int) -> int:
         report.line(
             f"{n:>9} | {layout:>5} | {med:6.2f} ({min(results[n]):.2f}–{max(results[n]):.2f}) | "
             f"{med / (n * base):.3f} | {med_running:6.2f} | {med_running / (n * base_running):.3f} | "
-            f"{statistics.median(c[0] for c in costs[n]):.1f} | {statistics.median(c[1] for c in costs[n]):.1f} | "
+            f"{statistics.median(c[0] for c in costs[n]):.1f}, {statistics.median(c[1] for c in costs[n]):.1f}, "
+            f"{statistics.median(c[4] for c in costs[n]):.1f} | "
             f"{100 * statistics.median(c[2] for c in costs[n]):.0f} % | "
             f"{statistics.median(c[3] for c in costs[n]):.0f} | {loads[n]}"
         )
