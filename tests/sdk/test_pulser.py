@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from pasqal_cloud.authentication import TokenProvider
 from pasqal_cloud.endpoints import Endpoints
 from pulser import Pulse, Register, Sequence
@@ -20,6 +19,7 @@ from pulser.register.special_layouts import TriangularLatticeLayout
 from backends.models import Device
 from batches.models import Batch
 from jobs.models import Job
+from jobs.storage import results_storage
 from tests.conftest import wait_until
 
 
@@ -113,10 +113,11 @@ def test_counter_only_results_become_sampled_results_with_the_register_order(mem
     remote = connection.submit(seq, job_params=[{"runs": 25}], device_type="EMU_FREE")
     wait_until(lambda: remote.get_batch_status() == BatchStatus.DONE, timeout=120, interval=0.2)
     job = Job.objects.get(pk=remote.job_ids[0])
-    payload = json.loads(default_storage.open(job.result_path).read())
+    storage = results_storage()
+    payload = json.loads(storage.open(job.result_path).read())
     payload["serialised_results"] = None
-    default_storage.delete(job.result_path)
-    default_storage.save(job.result_path, ContentFile(json.dumps(payload).encode()))
+    storage.delete(job.result_path)
+    storage.save(job.result_path, ContentFile(json.dumps(payload).encode()))
     (result,) = remote.results
     assert isinstance(result, SampledResult)
     assert list(result.atom_order) == ["q2", "q0", "q1"]
