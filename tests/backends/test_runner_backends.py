@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from django.conf import settings
 from pulser import Pulse, Register, Sequence
 from pulser.backend.results import Results
 from pulser.json.abstract_repr.deserializer import deserialize_device
@@ -16,6 +13,7 @@ from batches import scheduler
 from batches.services import create_batch
 from jobs.models import Job, JobStatus
 from jobs.results import read_result
+from jobs.storage import results_storage
 from portal.models import CreditTransaction
 from tests.sequences import seed_mappable_sequence
 
@@ -48,7 +46,7 @@ def test_an_emu_free_result_is_a_file_with_counter_raw_and_pulser_results(member
 
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
-    assert Path(settings.VAR_DIR, "results", job.result_path).is_file()
+    assert results_storage().exists(job.result_path)
     result = read_result(job)
     assert result is not None
     assert sum(result["counter"].values()) == 64
