@@ -27,9 +27,10 @@ EXPOSE 8000
 
 # Ready = the database and broker answer (`/readyz`, issue 20). Slim images have no curl: urllib
 # exits non-zero on a refused connection or an HTTP error. The web role only: compose.yaml turns
-# it off for beat and the workers, which serve no HTTP.
+# it off for beat and the workers, which serve no HTTP. X-Forwarded-Proto (trusted from loopback)
+# spares it HTTPS=1's redirect; its Host is 127.0.0.1, so keep that in ALLOWED_HOSTS (the default).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:8000/readyz', headers={'X-Forwarded-Proto': 'https'}), timeout=4)"]
 
 # web: gunicorn; worker: `celery -A portal worker -Q default,device.EMU_FREE`; beat: `celery -A portal beat`.
 CMD ["gunicorn", "portal.wsgi", "-b", "0.0.0.0:8000", "-w", "3", "--threads", "4", "--access-logfile", "-"]
