@@ -69,3 +69,10 @@ def test_an_open_batch_older_than_its_lifetime_is_closed_its_jobs_finish_and_it_
         drain(emu)
     assert status(batch) == "DONE"
     assert [job.status for job in jobs_of(batch)] == ["DONE", "DONE"], "the paid jobs still ran"
+
+
+def test_the_devices_page_states_the_open_batch_limits(member, devices, client, settings):
+    settings.OPEN_BATCH_SLOTS_PER_PROJECT, settings.OPEN_BATCH_MAX_SECONDS = 1, 3600
+    client.force_login(member.user)
+    page = client.get("/devices/").content.decode()
+    assert "at most 1 slot per project, each open for up to 1 h 0 min" in page
