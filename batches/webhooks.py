@@ -7,13 +7,12 @@ import hmac
 import ipaddress
 import json
 import socket
-from typing import cast
 from urllib.parse import urlsplit
 
 import requests
-from celery import shared_task
 from django.conf import settings
 
+from batches.models import Batch
 from portal.errors import InvalidInput
 
 
@@ -54,47 +53,35 @@ def sign(body: bytes) -> str:
     return hmac.new(settings.WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
-def batch_summary(batch_id: str) -> dict[str, object] | None:
-    from batches.models import Batch
-    from batches.services import jobs_count_per_status
-
-    batch = Batch.objects.select_related("device").filter(pk=batch_id).first()
-    if batch is None or not batch.webhook:
-        return None
+def batch_summary(batch: Batch) -> dict[str, object]:
     return {
         "id": str(batch.id),
         "status": batch.status,
         "device_type": batch.device.name,
         "project_id": str(batch.project_id),
-        "jobs_count_per_status": jobs_count_per_status(batch),
+        "jobs_count_per_status": batch.job_counts,
         "end_datetime": batch.end_datetime.isoformat() if batch.end_datetime else None,
     }
 
 
-@shared_task(bind=True, ignore_result=True, max_retries=5, acks_late=True)
-def send_webhook(self, batch_id: str) -> None:  # type: ignore[no-untyped-def]
-    from batches.models import Batch
-
-    summary = batch_summary(batch_id)
-    if summary is None:
+def deliver(batch_id: str) -> None:
+    """POST the batch's summary, signed, to its webhook. Raises requests' errors (and an
+    HTTPError for a 5xx answer) for the caller to retry; a refused address is dropped."""
+    batch = Batch.objects.select_related("device").filter(pk=batch_id).first()
+    if batch is None or not batch.webhook:
         return
-    # Set: batch_summary() returns None when the batch has no webhook.
-    url = cast(str, Batch.objects.values_list("webhook", flat=True).get(pk=batch_id))
     try:
         # Checked again at delivery, after DNS resolution: a name may now point inside.
-        check_webhook_url(url, resolve=True)
+        check_webhook_url(batch.webhook, resolve=True)
     except InvalidInput:
         return
-    body = json.dumps(summary, sort_keys=True).encode()
-    try:
-        response = requests.post(
-            url,
-            data=body,
-            headers={"Content-Type": "application/json", "X-Tweezer-Signature": f"sha256={sign(body)}"},
-            timeout=settings.WEBHOOK_TIMEOUT,
-            allow_redirects=False,
-        )
-        if response.status_code >= 500:
-            raise requests.HTTPError(f"webhook answered {response.status_code}")
-    except requests.RequestException as exc:
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
+    body = json.dumps(batch_summary(batch), sort_keys=True).encode()
+    response = requests.post(
+        batch.webhook,
+        data=body,
+        headers={"Content-Type": "application/json", "X-Tweezer-Signature": f"sha256={sign(body)}"},
+        timeout=settings.WEBHOOK_TIMEOUT,
+        allow_redirects=False,
+    )
+    if response.status_code >= 500:
+        raise requests.HTTPError(f"webhook answered {response.status_code}")

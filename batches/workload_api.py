@@ -13,13 +13,12 @@ from ninja import Router, Schema
 from pydantic import Field
 
 from batches import workloads
-from batches.api import parse_body
 from batches.idempotency import idempotent
 from batches.models import Workload
-from jobs.api import absolute_results_url, iso
 from jobs.models import JobStatus
+from jobs.schemas import absolute_results_url, iso
 from portal.access import project_for, request_user
-from portal.api import ERRORS, committed, envelope, ok
+from portal.api import ERRORS, committed, envelope, ok, parse_body
 
 router = Router(tags=["workloads"])
 

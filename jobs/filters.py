@@ -50,7 +50,7 @@ class JobFilter(Page):
 def jobs_for(user: Any) -> QuerySet[Job]:
     """Jobs of the user's projects; the starting point of every job lookup."""
     # A semi-join on the user's project ids, not a join through projects and memberships:
-    # PostgreSQL can then walk an index in page order and stop after one page (bench/listing.py).
+    # PostgreSQL can then walk an index in page order and stop after one page
     return Job.objects.filter(project_id__in=Membership.objects.filter(user=user).values("project_id"))
 
 
@@ -140,7 +140,7 @@ def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
 
 
 def count_jobs(user: Any, qs: QuerySet[Job], f: Any) -> int:
-    """`qs.count()`, read from the batches' counters when the filter allows (RESULTS.md §3):
+    """`qs.count()`, read from the batches' counters when the filter allows:
     `jobs_count`, or with `status` the counters of those statuses: `GET /jobs?status=DONE` at
     1M jobs reads 10,000 batch rows instead of counting 200,000 jobs."""
     batches = batches_holding(user, f)

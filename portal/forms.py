@@ -13,8 +13,8 @@ from django import forms
 from django.utils import timezone
 
 from backends.models import Device
+from batches.filters import filter_batches
 from batches.models import BatchStatus
-from batches.services import created_between, has_tag
 from jobs.models import JobStatus
 from portal.models import CreditTransaction
 
@@ -61,17 +61,16 @@ class BatchFilterForm(forms.Form):
 
     def apply(self, qs: Any) -> Any:
         data = self.cleaned_data if self.is_valid() else {}
-        if data.get("status"):
-            qs = qs.filter(status=data["status"])
-        if data.get("device"):
-            qs = qs.filter(device=data["device"])
-        if data.get("open"):
-            qs = qs.filter(open=data["open"] == "1")
-        if data.get("tag"):
-            qs = qs.filter(has_tag(data["tag"]))
-        if data.get("user"):
-            qs = qs.filter(user__username=data["user"])
-        qs = created_between(qs, _day_start(data.get("start")), _day_end(data.get("end")))
+        qs = filter_batches(
+            qs,
+            statuses=[data["status"]] if data.get("status") else None,
+            device_types=[data["device"].name] if data.get("device") else None,
+            open=data["open"] == "1" if data.get("open") else None,
+            tag=data.get("tag"),
+            username=data.get("user"),
+            start=_day_start(data.get("start")),
+            end=_day_end(data.get("end")),
+        )
         order = self.SORTS.get(data.get("sort") or "-created", "-created_at")
         return qs.order_by(order, "-pk")
 
@@ -184,5 +183,8 @@ class LedgerFilterForm(forms.Form):
             qs = qs.filter(kind=data["kind"])
         if data.get("user"):
             qs = qs.filter(user__username=data["user"])
-        qs = created_between(qs, _day_start(data.get("start")), _day_end(data.get("end")))
+        if data.get("start"):
+            qs = qs.filter(created_at__gte=_day_start(data["start"]))
+        if data.get("end"):
+            qs = qs.filter(created_at__lte=_day_end(data["end"]))
         return qs

@@ -56,9 +56,8 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "portal.auth.ModelBackend",  # Django's, reading a session's user by SQL
+    "django.contrib.auth.backends.ModelBackend",
 ]
-SESSION_ENGINE = "portal.sessions"  # Django's database sessions, read by SQL
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -93,9 +92,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_SQLITE_NAME", str(VAR_DIR / "test.sqlite3"))}
 else:
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "") or None}
-    # portal.sql's hot queries are prepared on a connection after this many runs (0: never,
-    # as behind a connection pooler in transaction mode without prepared-statement support).
-    DATABASES["default"]["OPTIONS"] = {"prepare_threshold": env_int("DB_PREPARE_THRESHOLD", 5) or None}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -134,9 +130,13 @@ MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 64)
 
 # Scheduling.
 OPEN_BATCH_TIMEOUT = env_int("OPEN_BATCH_TIMEOUT", 300)
+# An open batch holds its slot while idle: bound how many slots of a device one project's open
+# batches hold, and how long one may stay open (then it is closed: its jobs finish, it ends).
+OPEN_BATCH_SLOTS_PER_PROJECT = env_int("OPEN_BATCH_SLOTS_PER_PROJECT", 1)
+OPEN_BATCH_MAX_SECONDS = env_int("OPEN_BATCH_MAX_SECONDS", 3600)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60)
 # PostgreSQL's synchronous_commit for the workers' connections (claims, job ends, the tick).
-# "off" saves a WAL flush (~4 ms) per claim and per job end; a PostgreSQL crash may then
+# "off" saves a WAL flush per claim and per job end; a PostgreSQL crash may then
 # forget the last fraction of a second of job transitions, which re-runs those jobs (never a
 # double charge: charges are committed by the web process, durably, and a refund commits
 # with its job's status). "on" makes every transition durable.

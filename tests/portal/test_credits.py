@@ -22,14 +22,15 @@ def _jobs(*runs: int) -> list[dict[str, object]]:
 
 def test_jobs_are_charged_runs_times_device_price_in_the_submitting_transaction(devices, make_member):
     member = make_member(credits=1000)
-    devices["EMU_SV"].price_per_run = 3
-    devices["EMU_SV"].save()
+    # EMU_FREE: always UP (EMU_SV is DOWN on a machine without the optional emulators).
+    devices["EMU_FREE"].price_per_run = 3
+    devices["EMU_FREE"].save()
     batch = services.create_batch(
         member.project,
         member.user,
         sequence_builder=SEQUENCE,
         jobs=_jobs(10, 25),
-        device_type="EMU_SV",
+        device_type="EMU_FREE",
         validate=False,
     )
     charges = CreditTransaction.objects.filter(batch=batch, kind="CHARGE").order_by("amount")

@@ -15,7 +15,8 @@ from django.test import Client
 from django.utils import timezone
 
 from batches import services
-from batches.webhooks import check_webhook_url, send_webhook
+from batches.tasks import send_webhook
+from batches.webhooks import check_webhook_url
 from jobs.results import sign_job, store_result
 from portal.errors import InvalidInput
 from tests.sequences import analog_sequence
