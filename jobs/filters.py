@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field
 from batches.models import STATUS_COUNTERS, Batch
 from jobs.models import Job, JobStatus
 from portal.models import Membership
+from portal.wire import INT_MAX
 
 
 def _utc_if_naive(value: datetime) -> datetime:
@@ -28,7 +29,7 @@ FilterDate = Annotated[datetime, AfterValidator(_utc_if_naive)]
 
 
 class Page(Schema):
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=INT_MAX - 100)  # offset + limit must stay a 64-bit integer
     limit: int = Field(100, ge=1, le=100)
 
 
@@ -38,8 +39,8 @@ class JobFilter(Page):
     user_id: list[str] | None = None
     batch_id: list[UUID] | None = None
     status: list[JobStatus] | None = None
-    min_runs: int | None = Field(None, ge=0)
-    max_runs: int | None = Field(None, ge=0)
+    min_runs: int | None = Field(None, ge=0, le=INT_MAX)
+    max_runs: int | None = Field(None, ge=0, le=INT_MAX)
     errors: bool | None = None
     start_date: FilterDate | None = None
     end_date: FilterDate | None = None
