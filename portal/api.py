@@ -141,7 +141,12 @@ api = NinjaAPI(
 )
 
 
+MAX_MESSAGE = 1000
+
+
 def _error(request: HttpRequest, status: int, message: str, field: str | None = None) -> HttpResponse:
+    if len(message) > MAX_MESSAGE:  # a message quoting a hostile 10 kB value: the start says enough
+        message = message[: MAX_MESSAGE - 1] + "…"
     data: dict[str, Any] = {"description": message}
     if field:
         data["field"] = field
