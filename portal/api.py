@@ -112,10 +112,10 @@ def render_committed(
 
 
 def committed(schema: type[Schema], build: Callable[[], dict[str, Any]], *, rendered: bool = False) -> HttpResponse:
-    """`render_committed` as the HTTP answer, encoded before the commit too: nothing that can
-    fail is left for after it. Already rendered by `schema`, it is not handed back to ninja,
-    which would validate it against the same schema a second time (~45 ms for a batch with
-    1,000 jobs inline)."""
+    """Run a mutating endpoint, render and encode its answer in ONE transaction (see
+    `render_committed`): nothing that can fail is left for after the commit. Already rendered
+    by `schema`, it is not handed back to ninja, which would validate it against the same
+    schema a second time (~45 ms for a batch with 1,000 jobs inline)."""
     with transaction.atomic():
         body = build()
         return json_response(body if rendered else render(schema, body))
@@ -125,7 +125,7 @@ def json_response(body: dict[str, Any], *, status: int = 200) -> HttpResponse:
     """A rendered body (JSON types only: `render`'s, or built as a schema renders) as the answer.
 
     orjson writes a batch with 1,000 jobs inline in ~0.4 ms; Django's JsonResponse in ~3.5 ms.
-    `dumps` never fails: a value stored before today's input checks is still answered.
+    `dumps` never fails: a value stored before the input checks (`portal.wire`) is still answered.
     """
     return HttpResponse(dumps(body), content_type="application/json", status=status)
 

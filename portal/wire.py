@@ -31,6 +31,8 @@ def check_json(value: Any, where: str) -> None:
     `where` is the field's name as the client sent it (`jobs`, `configuration`); the message
     extends it with the path: `jobs[0].variables.omega: 1e+30 is too large …`.
     """
+    if _plainly_fine(value):
+        return
     problem = _problem(value, where)
     if problem is not None:
         path, message = problem
@@ -41,6 +43,26 @@ def check_text(value: str | None, where: str) -> None:
     """`check_json` for one string (a query parameter, a form field)."""
     if value is not None:
         check_json(value, where)
+
+
+def _plainly_fine(value: Any) -> bool:
+    """A quick pass: True when `value` surely holds nothing `_problem` refuses.
+
+    orjson, told to refuse integers beyond 53 bits, also refuses lone surrogates; in what it
+    writes, `null` may be a NaN or an infinity, `\\u0000` a NUL, `e+NN` a float of 1e16 or
+    more. Any of these sends the value to the walk, which decides; 1,000 plain jobs pass here
+    at C speed.
+    """
+    if isinstance(value, str):
+        return _BAD_TEXT.search(value) is None
+    try:
+        encoded = orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:
+        return False
+    return b"null" not in encoded and b"\\u0000" not in encoded and _BIG_FLOAT.search(encoded) is None
+
+
+_BIG_FLOAT = re.compile(rb"e\+[0-9][0-9]")
 
 
 def _problem(value: Any, path: str) -> tuple[str, str] | None:
@@ -58,7 +80,7 @@ def _problem(value: Any, path: str) -> tuple[str, str] | None:
                 return where, f"{_short(item)} is too large: numbers must lie within {_LIMIT_TEXT}."
         elif isinstance(item, float):
             if not math.isfinite(item):
-                name = "NaN" if math.isnan(item) else f"{item:+}".replace("inf", "Infinity")
+                name = "NaN" if math.isnan(item) else str(item).replace("inf", "Infinity")
                 return where, f"{name} is not a finite number; give a finite number."
             if not INT_MIN <= item <= INT_MAX:
                 return where, f"{item:g} is too large: numbers must lie within {_LIMIT_TEXT}."
