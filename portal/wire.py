@@ -39,12 +39,6 @@ def check_json(value: Any, where: str) -> None:
         raise InvalidInput(f"{path}: {message}", field=path)
 
 
-def check_text(value: str | None, where: str) -> None:
-    """`check_json` for one string (a query parameter, a form field)."""
-    if value is not None:
-        check_json(value, where)
-
-
 def _plainly_fine(value: Any) -> bool:
     """A quick pass: True when `value` surely holds nothing `_problem` refuses.
 
