@@ -22,7 +22,7 @@ from portal.access import project_for, request_user
 from portal.api import ERRORS, committed, envelope, ok, render
 from portal.errors import InvalidInput, NotFound
 from portal.middleware import json_depth_ok
-from portal.wire import INT_MAX, check_json
+from portal.wire import INT_MAX, check_json, int64_ids
 
 router = Router(tags=["batches"])
 
@@ -253,7 +253,7 @@ def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str,
     if filters.project_id:
         qs = qs.filter(project_id__in=filters.project_id)
     if filters.user_id:
-        qs = qs.filter(user_id__in=[u for u in filters.user_id if u.isdigit()])
+        qs = qs.filter(user_id__in=int64_ids(filters.user_id))
     if filters.device_type:
         qs = qs.filter(device__name__in=filters.device_type)
     if filters.status:

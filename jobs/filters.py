@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field
 from batches.models import STATUS_COUNTERS, Batch
 from jobs.models import Job, JobStatus
 from portal.models import Membership
-from portal.wire import INT_MAX
+from portal.wire import INT_MAX, int64_ids
 
 
 def _utc_if_naive(value: datetime) -> datetime:
@@ -62,7 +62,7 @@ def filter_jobs(qs: QuerySet[Job], f: Any) -> QuerySet[Job]:
     if getattr(f, "project_id", None):
         qs = qs.filter(project_id__in=f.project_id)
     if getattr(f, "user_id", None):
-        qs = qs.filter(user_id__in=[u for u in f.user_id if str(u).isdigit()])
+        qs = qs.filter(user_id__in=int64_ids([str(u) for u in f.user_id]))
     if getattr(f, "batch_id", None):
         qs = qs.filter(batch_id__in=f.batch_id)
     if getattr(f, "status", None):

@@ -59,6 +59,11 @@ def _plainly_fine(value: Any) -> bool:
 _BIG_FLOAT = re.compile(rb"e\+[0-9][0-9]")
 
 
+def int64_ids(texts: list[str]) -> list[int]:
+    """The texts that are ids a 64-bit column can hold (ASCII digits, in range); others match no row."""
+    return [int(t) for t in texts if t.isascii() and t.isdigit() and len(t) <= 19 and int(t) <= INT_MAX]
+
+
 def _problem(value: Any, path: str) -> tuple[str, str] | None:
     # Iterative on purpose: the body's depth is capped elsewhere, but this must not depend on it.
     stack: list[tuple[Any, str]] = [(value, path)]

@@ -208,6 +208,14 @@ def test_hostile_job_list_numbers_are_a_400_naming_the_parameter(api, query):
     _refused_naming(api.get(f"/core/api/v2/jobs?{query}"), query.split("=")[0])
 
 
+@pytest.mark.parametrize("path", ["/core/api/v2/jobs", "/core/api/v1/batches"])
+@pytest.mark.parametrize("user_id", ["%C2%B2", "99999999999999999999999", "9" * 5000])
+def test_a_user_id_filter_no_user_can_have_matches_nothing(api, path, user_id):
+    response = api.get(f"{path}?user_id={user_id}")
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["data"] == []
+
+
 def test_deeply_nested_jobs_in_the_portal_form_are_a_form_error_not_a_traceback(member, devices, client):
     client.force_login(User.objects.get(pk=member.user_id))
     before = _state()
