@@ -125,6 +125,18 @@ def test_an_answer_is_encoded_before_the_commit_so_a_stored_huge_number_cannot_f
     assert canceled.status_code in (200, 409), canceled.content[:300]
 
 
+def test_rebatching_a_batch_holding_a_stored_huge_number_answers_200_and_charges_one_new_batch(api, member):
+    batch = _open_batch(member)
+    _store_huge_variable(batch)
+    services.close_batch(batch, by=member.user)
+    charges = CreditTransaction.objects.filter(kind="CHARGE").count()
+    response = api.post(f"/core/api/v1/batches/{batch.pk}/rebatch")
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["data"]["jobs"][0]["variables"] == {"omega_max": HUGE}
+    assert Batch.objects.filter(parent=batch).count() == 1
+    assert CreditTransaction.objects.filter(kind="CHARGE").count() == charges + 1
+
+
 def test_a_failing_encoder_rolls_the_change_back_instead_of_answering_500_after_the_commit(api, member, monkeypatch):
     """Whatever fails while the answer is written, it fails inside the transaction."""
     import portal.api
