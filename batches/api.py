@@ -20,6 +20,7 @@ from jobs.schemas import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, i
 from portal.access import project_for, request_user
 from portal.api import ERRORS, check_depth, committed, envelope, ok, render
 from portal.errors import Conflict, NotFound
+from portal.wire import INT_MAX, check_json
 
 router = Router(tags=["batches"])
 
@@ -119,16 +120,16 @@ class BatchFilter(Page):
 class RebatchFilter(Schema):
     id: list[UUID] | None = None
     status: list[JobStatus] | None = None
-    min_runs: int | None = Field(None, ge=0)
-    max_runs: int | None = Field(None, ge=0)
+    min_runs: int | None = Field(None, ge=0, le=INT_MAX)
+    max_runs: int | None = Field(None, ge=0, le=INT_MAX)
     start_date: FilterDate | None = None
     end_date: FilterDate | None = None
 
 
 class CancelJobFilter(Schema):
     id: list[UUID] | None = None
-    min_runs: int | None = Field(None, ge=0)
-    max_runs: int | None = Field(None, ge=0)
+    min_runs: int | None = Field(None, ge=0, le=INT_MAX)
+    max_runs: int | None = Field(None, ge=0, le=INT_MAX)
     start_date: FilterDate | None = None
     end_date: FilterDate | None = None
 
@@ -183,6 +184,13 @@ def _created(batch: Batch) -> dict[str, Any]:
     return body
 
 
+def check_batch_fields(payload: BatchIn) -> None:
+    """Refuse, naming the field, any value that could be stored but not answered back (portal.wire)."""
+    fields = ("jobs", "sequence_builder", "device_type", "webhook", "tags", "configuration", "backend_configuration")
+    for name in fields:
+        check_json(getattr(payload, name), name)
+
+
 @router.post("/api/v1/batches", response={200: envelope(BatchOut), **ERRORS})
 def create_batch(request: HttpRequest, payload: BatchIn) -> Any:
     return idempotent(request, envelope(BatchOut), lambda: _create_batch(request, payload), rendered=True)
@@ -190,6 +198,7 @@ def create_batch(request: HttpRequest, payload: BatchIn) -> Any:
 
 def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
     check_depth(request)
+    check_batch_fields(payload)
     project = project_for(request_user(request), payload.project_id)
     is_open = payload.open if payload.complete is None else not payload.complete
     batch = services.create_batch(
@@ -210,6 +219,8 @@ def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
 
 @router.get("/api/v1/batches", response={200: envelope(list[BatchOut], paginated=True), **ERRORS})
 def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str, Any]:
+    for name in ("user_id", "device_type", "tag"):
+        check_json(getattr(filters, name), name)  # a NUL in a query parameter: PostgreSQL refuses it
     qs = filter_batches(
         services.batches_for(request_user(request)).select_related("device"),
         ids=filters.id,
@@ -277,6 +288,7 @@ def cancel_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
 @router.post("/api/v2/batches/{batch_id}/jobs", response={200: envelope(BatchOut), **ERRORS})
 def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[Jobs]) -> Any:
     check_depth(request)
+    check_json(jobs, "jobs")
     batch = services.get_batch_for(request_user(request), batch_id)
     return idempotent(
         request,
@@ -287,6 +299,7 @@ def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[Jobs]) -> Any:
 
 @router.patch("/api/v1/batches/{batch_id}/tags", response={200: envelope(BatchOut), **ERRORS})
 def set_tags(request: HttpRequest, batch_id: UUID, tags: Body[list[str]]) -> HttpResponse:
+    check_json(tags, "tags")
     batch = services.get_batch_for(request_user(request), batch_id)
     return committed(envelope(BatchOut), lambda: ok(_full(services.set_tags(batch, tags))))
 

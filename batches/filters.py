@@ -11,6 +11,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 
 from batches.models import Batch
+from portal.wire import int64_ids
 
 
 def has_tag(tag: str) -> Q:
@@ -42,7 +43,7 @@ def filter_batches(
     if project_ids:
         qs = qs.filter(project_id__in=project_ids)
     if user_ids:
-        qs = qs.filter(user_id__in=[u for u in user_ids if str(u).isdigit()])
+        qs = qs.filter(user_id__in=int64_ids([str(u) for u in user_ids]))
     if username:
         qs = qs.filter(user__username=username)
     if device_types:

@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
-from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 
 from batches.models import Batch
+from portal.addresses import check_public_url
 from portal.errors import InvalidInput
 
 
-def _is_private(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return not ip.is_global or ip.is_multicast
-
-
 def check_webhook_url(url: str, *, resolve: bool = False) -> None:
-    """Refuse non-HTTP(S) URLs and hosts that are (or resolve to) loopback, link-local or private."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput("'webhook' must be an http(s) URL with a host name.", field="webhook")
-    if settings.WEBHOOK_ALLOW_PRIVATE:
-        return
-    host = parts.hostname
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        if host.lower() in {"localhost"} or host.lower().endswith(".localhost"):
-            addresses = ["127.0.0.1"]
-        elif not resolve:
-            return
-        else:
-            try:
-                # sockaddr[0] is the address string for AF_INET/AF_INET6 (stubs say str | int)
-                addresses = [info[4][0] for info in socket.getaddrinfo(host, parts.port or 443)]  # type: ignore[misc]
-            except OSError as exc:
-                raise InvalidInput(f"'webhook' host {host} does not resolve.", field="webhook") from exc
-    if any(_is_private(a) for a in addresses):
-        raise InvalidInput(
-            "'webhook' must point to a public address; loopback, link-local and private ranges are refused.",
-            field="webhook",
-        )
+    """Refuse non-HTTP(S) URLs and hosts that are (or resolve to) loopback, link-local or private.
+
+    The same check at submission and at delivery (`portal.addresses`); `resolve`, at delivery,
+    refuses a name that does not resolve as well.
+    """
+    check_public_url(url, field="webhook", must_resolve=resolve)
 
 
 def sign(body: bytes) -> str:

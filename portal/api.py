@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
@@ -25,6 +24,7 @@ from pydantic import create_model
 from portal.errors import InvalidInput, TweezerError
 from portal.middleware import json_depth_ok
 from portal.tokens import user_for_token
+from portal.wire import dumps
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,21 @@ def render_committed(
 
 
 def committed(schema: type[Schema], build: Callable[[], dict[str, Any]], *, rendered: bool = False) -> HttpResponse:
-    """`render_committed` as the HTTP answer. Already rendered by `schema`, it is not handed
-    back to ninja, which would validate it against the same schema a second time."""
-    return json_response(render_committed(schema, build, rendered=rendered))
+    """Run a mutating endpoint, render and encode its answer in ONE transaction (see
+    `render_committed`): nothing that can fail is left for after the commit. Already rendered
+    by `schema`, it is not handed back to ninja, which would validate it against the same
+    schema a second time."""
+    with transaction.atomic():
+        body = build()
+        return json_response(body if rendered else render(schema, body))
 
 
 def json_response(body: dict[str, Any], *, status: int = 200) -> HttpResponse:
-    """A rendered body (JSON types only: `render`'s, or built as a schema renders) as the answer."""
-    return HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
+    """A rendered body (JSON types only: `render`'s, or built as a schema renders) as the answer.
+
+    `dumps` never fails: a value stored before the input checks (`portal.wire`) is still answered.
+    """
+    return HttpResponse(dumps(body), content_type="application/json", status=status)
 
 
 def check_depth(request: HttpRequest) -> None:
@@ -150,7 +157,12 @@ api = NinjaAPI(
 )
 
 
+MAX_MESSAGE = 1000
+
+
 def _error(request: HttpRequest, status: int, message: str, field: str | None = None) -> HttpResponse:
+    if len(message) > MAX_MESSAGE:  # a message quoting a hostile 10 kB value: the start says enough
+        message = message[: MAX_MESSAGE - 1] + "…"
     data: dict[str, Any] = {"description": message}
     if field:
         data["field"] = field

@@ -206,10 +206,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS: list[str] = []
 
-# Login throttling (django-axes): 10 failures lock a user+IP pair for 15 minutes.
+# Login throttling (django-axes): AXES_FAILURE_LIMIT failures lock a user name + address pair for
+# 15 minutes, and as many from one address lock that address, whatever names it tries.
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = 0.25
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("AXES_ENABLED", default=True)
 BATCH_JOBS_INLINE_MAX = env_int("BATCH_JOBS_INLINE_MAX", 1000)
