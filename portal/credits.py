@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F
 
 from portal.bulk import insert_rows
 from portal.errors import InsufficientCredits
@@ -29,10 +29,6 @@ Kind = CreditTransaction.Kind
 
 def balance_of(project: Project) -> int:
     return Project.objects.values_list("balance", flat=True).get(pk=project.pk)
-
-
-def ledger_sum(project: Project) -> int:
-    return project.transactions.aggregate(total=Sum("amount"))["total"] or 0
 
 
 def grant(project: Project, amount: int, *, by: User | None, reason: str = "") -> CreditTransaction:
