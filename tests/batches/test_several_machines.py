@@ -10,6 +10,7 @@ is what that broker is.
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ def device(slots: int) -> Device:
     )
 
 
+def ticked(log: Path) -> bool:
+    return "batches.tasks.tick" in log.read_text()
+
+
 def test_two_beats_on_two_machines_run_every_job_once(member, devices, tmp_path):
     """Two workers, each with its own beat (one per machine, by mistake): every tick runs twice,
     yet each job runs once, is charged once and no batch is ended twice."""
@@ -65,8 +70,7 @@ def test_two_beats_on_two_machines_run_every_job_once(member, devices, tmp_path)
         ]
         wait_until(lambda: not Batch.objects.filter(status__in=["PENDING", "RUNNING"]).exists(), timeout=180)
         for machine in machines:  # both beats did tick
-            log = machine.log_path
-            wait_until(lambda log=log: "batches.tasks.tick" in log.read_text(), timeout=30)
+            wait_until(partial(ticked, machine.log_path), timeout=30)
     finally:
         for machine in machines:
             machine.stop()
