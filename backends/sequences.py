@@ -1,6 +1,6 @@
 """Turning submitted Pulser sequences into built sequences, with errors a physicist reads.
 
-Deserializing costs ~10-25 ms (mostly JSON-schema validation); building costs < 1 ms.
+Deserializing is costly (mostly JSON-schema validation); building is cheap.
 So a batch deserializes its sequence once, then builds it once per job.
 """
 

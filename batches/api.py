@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from ninja import Body, Query, Router, Schema
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from batches import services
+from batches.filters import filter_batches
 from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
-from jobs.api import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, job_json, rows_json
 from jobs.filters import FilterDate, Page, filter_jobs
-from jobs.models import Job, JobStatus
+from jobs.models import JobStatus
+from jobs.schemas import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, job_json, rows_json
 from portal.access import project_for, request_user
-from portal.api import ERRORS, committed, envelope, ok, render
-from portal.errors import InvalidInput, NotFound
-from portal.middleware import json_depth_ok
+from portal.api import ERRORS, check_depth, committed, envelope, ok, render
+from portal.errors import Conflict, NotFound
+from portal.wire import INT_MAX, check_json
 
 router = Router(tags=["batches"])
 
@@ -44,7 +43,7 @@ def _count_jobs_first(jobs: Any) -> Any:
 
 
 # The jobs as sent, each checked by `services.parse_job_specs` (whose messages name the job's
-# index); validating 1,000 JobIn first cost pydantic ~5 ms a submission. The docs still show JobIn.
+# index), not validated a second time as 1,000 JobIn models. The docs still show JobIn.
 Jobs = Annotated[
     list[Any],
     BeforeValidator(_count_jobs_first),
@@ -121,25 +120,22 @@ class BatchFilter(Page):
 class RebatchFilter(Schema):
     id: list[UUID] | None = None
     status: list[JobStatus] | None = None
-    min_runs: int | None = Field(None, ge=0)
-    max_runs: int | None = Field(None, ge=0)
+    min_runs: int | None = Field(None, ge=0, le=INT_MAX)
+    max_runs: int | None = Field(None, ge=0, le=INT_MAX)
     start_date: FilterDate | None = None
     end_date: FilterDate | None = None
 
 
 class CancelJobFilter(Schema):
     id: list[UUID] | None = None
-    min_runs: int | None = Field(None, ge=0)
-    max_runs: int | None = Field(None, ge=0)
+    min_runs: int | None = Field(None, ge=0, le=INT_MAX)
+    max_runs: int | None = Field(None, ge=0, le=INT_MAX)
     start_date: FilterDate | None = None
     end_date: FilterDate | None = None
 
 
-def batch_json(
-    batch: Batch, *, counts: dict[str, int] | None = None, with_sequence: bool = False, with_jobs: bool = False
-) -> dict[str, Any]:
-    if counts is None:
-        counts = services.jobs_count_per_status(batch)
+def batch_json(batch: Batch, *, with_sequence: bool = False, with_jobs: bool = False) -> dict[str, Any]:
+    counts = batch.job_counts
     data: dict[str, Any] = {
         "id": str(batch.pk),
         "open": batch.open,
@@ -181,32 +177,18 @@ def _created(batch: Batch) -> dict[str, Any]:
     Its jobs go in as the schema renders them (`render` would validate 1,000 JobOut again).
     """
     rows = batch.created_jobs or []
-    body = render(envelope(BatchOut), ok(batch_json(batch, counts=_new_counts(len(rows)), with_sequence=True)))
+    batch.refresh_counters()
+    body = render(envelope(BatchOut), ok(batch_json(batch, with_sequence=True)))
     if len(rows) <= settings.BATCH_JOBS_INLINE_MAX:
         body["data"]["jobs"] = rows_json(tuple(r[c] for c in JOB_COLUMNS) for r in rows)
     return body
 
 
-def _new_counts(pending: int) -> dict[str, int]:
-    counts = dict.fromkeys(JobStatus.values, 0)
-    counts[JobStatus.PENDING] = pending
-    return counts
-
-
-def check_depth(request: HttpRequest) -> None:
-    """Refuse a body nested deeper than MAX_JSON_DEPTH: pulser's JSON must not blow the stack."""
-    if not json_depth_ok(request.body or b"null", settings.MAX_JSON_DEPTH):
-        raise InvalidInput(f"The request body is nested deeper than {settings.MAX_JSON_DEPTH} levels.")
-
-
-def parse_body(request: HttpRequest) -> Any:
-    """The raw JSON body, with depth checked first."""
-    check_depth(request)
-    body = request.body or b"null"
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"The request body is not valid JSON: {exc}") from exc
+def check_batch_fields(payload: BatchIn) -> None:
+    """Refuse, naming the field, any value that could be stored but not answered back (portal.wire)."""
+    fields = ("jobs", "sequence_builder", "device_type", "webhook", "tags", "configuration", "backend_configuration")
+    for name in fields:
+        check_json(getattr(payload, name), name)
 
 
 @router.post("/api/v1/batches", response={200: envelope(BatchOut), **ERRORS})
@@ -216,6 +198,7 @@ def create_batch(request: HttpRequest, payload: BatchIn) -> Any:
 
 def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
     check_depth(request)
+    check_batch_fields(payload)
     project = project_for(request_user(request), payload.project_id)
     is_open = payload.open if payload.complete is None else not payload.complete
     batch = services.create_batch(
@@ -236,38 +219,25 @@ def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
 
 @router.get("/api/v1/batches", response={200: envelope(list[BatchOut], paginated=True), **ERRORS})
 def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str, Any]:
-    qs = services.batches_for(request_user(request)).select_related("device")
-    if filters.id:
-        qs = qs.filter(pk__in=filters.id)
-    if filters.project_id:
-        qs = qs.filter(project_id__in=filters.project_id)
-    if filters.user_id:
-        qs = qs.filter(user_id__in=[u for u in filters.user_id if u.isdigit()])
-    if filters.device_type:
-        qs = qs.filter(device__name__in=filters.device_type)
-    if filters.status:
-        qs = qs.filter(status__in=filters.status)
-    if filters.open is not None:
-        qs = qs.filter(open=filters.open)
-    if filters.queue_priority:
-        qs = qs.filter(priority__in=[Priority[p] for p in filters.queue_priority])
-    if filters.tag:
-        qs = qs.filter(services.has_tag(filters.tag))
-    qs = services.created_between(qs, filters.start_date, filters.end_date)
+    for name in ("user_id", "device_type", "tag"):
+        check_json(getattr(filters, name), name)  # a NUL in a query parameter: PostgreSQL refuses it
+    qs = filter_batches(
+        services.batches_for(request_user(request)).select_related("device"),
+        ids=filters.id,
+        project_ids=filters.project_id,
+        user_ids=filters.user_id,
+        device_types=filters.device_type,
+        statuses=filters.status,
+        open=filters.open,
+        priorities=[Priority[p] for p in filters.queue_priority or []],
+        tag=filters.tag,
+        start=filters.start_date,
+        end=filters.end_date,
+    )
     total = qs.count()
     batches = list(qs.order_by("-created_at")[filters.offset : filters.offset + filters.limit])
-    counts = _counts_for(batches)
-    data = [batch_json(b, counts=counts.get(b.pk, dict.fromkeys(JobStatus.values, 0))) for b in batches]
+    data = [batch_json(b) for b in batches]
     return ok(data, pagination={"total": total, "offset": filters.offset, "end": filters.offset + len(data)})
-
-
-def _counts_for(batches: list[Batch]) -> dict[Any, dict[str, int]]:
-    """Job counts per status for a page of batches, in one query."""
-    counts: dict[Any, dict[str, int]] = {b.pk: dict.fromkeys(JobStatus.values, 0) for b in batches}
-    rows = Job.objects.filter(batch__in=batches).values("batch_id", "status").annotate(n=Count("pk")).order_by()
-    for row in rows:
-        counts[row["batch_id"]][row["status"]] = row["n"]
-    return counts
 
 
 @router.patch("/api/v1/batches/cancel", response={200: envelope(CancelBatchesOut), **ERRORS})
@@ -279,7 +249,7 @@ def cancel_batches(request: HttpRequest, payload: CancelBatchesIn) -> HttpRespon
                 batch = services.get_batch_for(request_user(request), batch_id)
                 services.cancel_batch(batch, by=request_user(request))
                 canceled.append(batch_json(Batch.objects.select_related("device").get(pk=batch.pk)))
-            except (NotFound, services.Conflict) as exc:
+            except (NotFound, Conflict) as exc:
                 errors[str(batch_id)] = exc.message
         return ok({"batches": canceled, "errors": errors})
 
@@ -295,7 +265,7 @@ def get_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
 @router.get("/api/v1/batches/{batch_id}/status", response={200: envelope(BatchStatusOut), **ERRORS})
 def get_batch_status(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
     batch = services.get_batch_for(request_user(request), batch_id)
-    return ok({"status": batch.status, "jobs_count_per_status": services.jobs_count_per_status(batch)})
+    return ok({"status": batch.status, "jobs_count_per_status": batch.job_counts})
 
 
 @router.patch("/api/v2/batches/{batch_id}/complete", response={200: envelope(BatchOut), **ERRORS})
@@ -318,6 +288,7 @@ def cancel_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
 @router.post("/api/v2/batches/{batch_id}/jobs", response={200: envelope(BatchOut), **ERRORS})
 def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[Jobs]) -> Any:
     check_depth(request)
+    check_json(jobs, "jobs")
     batch = services.get_batch_for(request_user(request), batch_id)
     return idempotent(
         request,
@@ -328,6 +299,7 @@ def add_jobs(request: HttpRequest, batch_id: UUID, jobs: Body[Jobs]) -> Any:
 
 @router.patch("/api/v1/batches/{batch_id}/tags", response={200: envelope(BatchOut), **ERRORS})
 def set_tags(request: HttpRequest, batch_id: UUID, tags: Body[list[str]]) -> HttpResponse:
+    check_json(tags, "tags")
     batch = services.get_batch_for(request_user(request), batch_id)
     return committed(envelope(BatchOut), lambda: ok(_full(services.set_tags(batch, tags))))
 

@@ -37,6 +37,7 @@ def idempotent(
     try:
         with transaction.atomic():
             body = render_committed(schema, view, rendered=rendered)
+            response = json_response(body)  # encoded before the commit: nothing fails after it
             IdempotentRequest.objects.create(
                 user=request_user(request), key=key, fingerprint=fingerprint, status_code=200, body=json.dumps(body)
             )
@@ -46,7 +47,7 @@ def idempotent(
         if replay is None:
             raise
         return replay
-    return json_response(body)
+    return response
 
 
 def _replay(request: HttpRequest, key: str, fingerprint: str) -> JsonResponse | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -32,10 +31,6 @@ from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
 
 JOBS_PER_PAGE = 50
 POLL_FIRST, POLL_MAX = 2, 20
-# How long a DONE batch's job counts, spent credits and rendered pages of rows stay cached.
-# They cannot change through Tweezer; the limit bounds what an edit behind its back (admin,
-# SQL) leaves stale.
-DONE_CACHE_SECONDS = 600
 
 
 def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
@@ -69,8 +64,8 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     return render(request, "batches/list.html", context)
 
 
-# The columns of the batch page's job rows (portal/templatetags/tweezer.py: job_rows), read as
-# dicts: no model instance per row, and no job's own sequence or errors (they can be large).
+# The columns of the batch page's job rows (batches/partials/_jobs.html), read as dicts: no
+# job's own sequence or errors (they can be large).
 JOB_ROW_FIELDS = (
     "id", "order", "status", "runs", "variables", "parent_id", "price",
     "start_timestamp", "end_timestamp", "result_path",
@@ -86,29 +81,6 @@ class KnownCountPaginator(Paginator):
         super().__init__(object_list, per_page)
         if count is not None:
             self.__dict__["count"] = count  # `count` is a cached_property: this is its cached value
-
-
-class _BatchRows:
-    """Every job of a batch in order, sliced by the paginator into one SQL query per page, run
-    when the page is first read (as a queryset's slice: a DONE batch's rows come from the cache)."""
-
-    def __init__(self, batch: Batch, page: slice | None = None) -> None:
-        self.batch, self.page = batch, page
-
-    def __getitem__(self, page: slice) -> _BatchRows:
-        return _BatchRows(self.batch, page)
-
-    @cached_property
-    def rows(self) -> list[dict[str, Any]]:
-        assert self.page is not None, "slice the rows first"
-        start, stop = self.page.start or 0, self.page.stop
-        return services.jobs_in_order(self.batch, JOB_ROW_FIELDS, start, stop - start)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 def _count_from(counts: dict[str, int], job_filter: Any) -> int | None:
@@ -175,15 +147,6 @@ def queue_position(batch: Batch) -> dict[str, Any] | None:
     return {"position": position, "eta": eta, "device_status": device.status}
 
 
-def _done_rows_key(batch: Batch, page: int, filter_query: str) -> str | None:
-    """Where the rendered rows of a page of a DONE batch's jobs are cached (job_rows): its jobs
-    never change, it offers no Retry, and a large one is read page after page."""
-    if batch.status != BatchStatus.DONE:
-        return None
-    query = hashlib.sha1(filter_query.encode(), usedforsecurity=False).hexdigest()[:16]
-    return f"tweezer:done-batch-rows:{batch.pk}:{page}:{query}"
-
-
 def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
     """Poll every 2 s; back off (×2, up to 20 s) while nothing changes, reset on change."""
     try:
@@ -202,10 +165,7 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     # The batch was read at the start of this request, its counters with it (Batch.job_counts).
     counts, spent = batch.job_counts, batch.credits_spent
     job_filter = form.as_filter()
-    if all(value is None for value in vars(job_filter).values()):
-        jobs: Any = _BatchRows(batch)
-    else:
-        jobs = filter_jobs(batch.jobs.all(), job_filter).order_by("order").values(*JOB_ROW_FIELDS)
+    jobs = filter_jobs(batch.jobs.all(), job_filter).order_by("order").values(*JOB_ROW_FIELDS)
     filter_query = _without(request.GET, "page", "poll", "fp")
     paginator = KnownCountPaginator(jobs, JOBS_PER_PAGE, count=_count_from(counts, job_filter))
     page = paginator.get_page(request.GET.get("page"))
@@ -226,7 +186,6 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
         "poll": poll,
         "live_url": f"{request.path}?{live_query.urlencode()}",
         "filter_query": filter_query,
-        "rows_cache_key": _done_rows_key(batch, page.number, filter_query),
         "can_retry": batch.open and batch.status in (BatchStatus.PENDING, BatchStatus.RUNNING),
         "spent": spent,
         **_progress(counts, batch.jobs_count),
@@ -333,7 +292,8 @@ def rebatch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     except TweezerError as exc:
         messages.error(request, exc.message)
         return _back(batch)
-    charged = services.spent_on(new)
+    new.refresh_counters()
+    charged = new.credits_spent
     messages.success(
         request,
         f"Rebatched {_plural(new.jobs_count, 'job')} of batch {str(batch.pk)[:8]} "
@@ -382,10 +342,11 @@ def new_batch(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
+            batch.refresh_counters()
             messages.success(
                 request,
                 f"Batch created with {_plural(batch.jobs_count, 'job')}, "
-                f"charged {_plural(services.spent_on(batch), 'credit')}.",
+                f"charged {_plural(batch.credits_spent, 'credit')}.",
             )
             return redirect("batches:detail", batch.pk)
     return render(request, "batches/new.html", {"form": form, "project": project})

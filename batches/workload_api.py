@@ -13,13 +13,13 @@ from ninja import Router, Schema
 from pydantic import Field
 
 from batches import workloads
-from batches.api import parse_body
 from batches.idempotency import idempotent
 from batches.models import Workload
-from jobs.api import absolute_results_url, iso
 from jobs.models import JobStatus
+from jobs.schemas import absolute_results_url, iso
 from portal.access import project_for, request_user
-from portal.api import ERRORS, committed, envelope, ok
+from portal.api import ERRORS, committed, envelope, ok, parse_body
+from portal.wire import check_json
 
 router = Router(tags=["workloads"])
 
@@ -86,6 +86,8 @@ def workload_json(request: HttpRequest, workload: Workload) -> dict[str, Any]:
 def create_workload(request: HttpRequest, payload: WorkloadIn) -> Any:
     def create() -> dict[str, Any]:
         raw = parse_body(request)  # the depth check; `config` exactly as sent
+        for name in ("workload_type", "backend", "config"):
+            check_json(raw.get(name), name)
         workload = workloads.create_workload(
             project_for(request_user(request), payload.project_id),
             request_user(request),

@@ -34,7 +34,6 @@ from django.db.models import QuerySet
 
 from backends.adapters import get_adapter
 from backends.models import Device
-from backends.sequences import build, check_variables, sequence_cache
 from batches import services
 from batches.models import WORKLOAD_TAG, Batch, Workload
 from jobs.models import Job, JobStatus
@@ -55,18 +54,6 @@ class PulserRun:
     runs: int
     variables: dict[str, Any] | None
     configuration: dict[str, Any] | None
-
-
-def resolve_backend(name: Any) -> Device:
-    """The device named `backend`, accepting work; else a 400 that lists the backends."""
-    device = Device.objects.filter(name=name).first() if isinstance(name, str) else None
-    if device is None:
-        names = ", ".join(Device.objects.order_by("name").values_list("name", flat=True))
-        raise InvalidInput(f"Unknown backend {name!r}. Available backends: {names}.", field="backend")
-    if device.status == Device.Status.DOWN:
-        reason = f": {device.status_reason}" if device.status_reason else "."
-        raise InvalidInput(f"Backend {device.name} is DOWN{reason}", field="backend")
-    return device
 
 
 def check_workload_type(workload_type: Any) -> str:
@@ -115,25 +102,20 @@ def parse_pulser_config(config: Any, device: Device) -> PulserRun:
     errors = adapter.validate_configuration(configuration)
     if errors:
         raise InvalidInput(" ".join(f"config.{e}" for e in errors), field="config.configuration")
-
-    seq = sequence_cache.get(config["sequence"], field="config.sequence")
-    errors = adapter.validate_sequence(seq)
-    if errors:
-        raise InvalidInput("config.sequence: " + " ".join(errors), field="config.sequence")
-    variables = config.get("variables")
+    # The checks of a batch's job, with the workload's field names.
     try:
-        built = build(seq, check_variables(seq, variables, where="config.variables"), where="config.variables")
+        seq = services.check_sequence(adapter, config["sequence"], field="config.sequence")
+    except InvalidInput as exc:
+        prefix = "" if exc.message.startswith("'config.sequence'") else "config.sequence: "
+        raise InvalidInput(prefix + exc.message, field="config.sequence") from exc
+    run = PulserRun(
+        sequence=config["sequence"], runs=runs, variables=config.get("variables"), configuration=configuration
+    )
+    try:
+        services.check_job(adapter, seq, services.JobSpec(runs=runs, variables=run.variables), where="config.variables")
     except InvalidInput as exc:
         raise InvalidInput(exc.message, field="config.variables") from exc
-    errors = adapter.validate(built, runs)
-    if errors:
-        raise InvalidInput("config.sequence: " + " ".join(errors), field="config.sequence")
-    return PulserRun(
-        sequence=config["sequence"],
-        runs=runs,
-        variables=variables,
-        configuration=configuration,
-    )
+    return run
 
 
 _PULSER_KEYS = {
@@ -146,7 +128,7 @@ _PULSER_KEYS = {
 def create_workload(project: Project, user: User, *, workload_type: Any, backend: Any, config: Any) -> Workload:
     """Validate, then create the workload and its one-job batch and charge it, all or nothing (402)."""
     check_workload_type(workload_type)
-    device = resolve_backend(backend)
+    device = services.resolve_device(backend, field="backend", label="Backend")
     run = parse_pulser_config(config, device)
     with transaction.atomic():
         batch = services.create_batch(

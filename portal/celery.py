@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -9,6 +10,12 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+#: The tasks (batches/tasks.py), by name: the lifecycle and the scheduler send them from below
+#: the module that defines them.
+RUN_JOB = "batches.tasks.run_job"
+TICK = "batches.tasks.tick"
+SEND_WEBHOOK = "batches.tasks.send_webhook"
 
 app = Celery("tweezer")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -23,17 +30,30 @@ app.conf.update(
     accept_content=["json"],
     task_default_queue="default",
     broker_connection_retry_on_startup=True,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # A broker outage must not stop a running job: it finishes and stores its result; the
+    # message it could not acknowledge comes back later and finds the job ended (a no-op).
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     worker_hijack_root_logger=False,
     beat_schedule={
         "tick": {
-            "task": "backends.tasks.tick",
+            "task": TICK,
             "schedule": float(os.environ.get("TICK_SECONDS", "5")),
             "options": {"queue": "default", "expires": 30},
         },
     },
 )
-app.autodiscover_tasks(["backends", "batches"])
+app.autodiscover_tasks(["batches"])
+
+
+def send_task(name: str, *args: str, queue: str | None = None) -> None:
+    """Send the task `name` with `args` (to `queue`, else its default one).
+
+    With CELERY_TASK_ALWAYS_EAGER (debugging) it runs here instead, as `delay` would."""
+    if app.conf.task_always_eager:
+        app.loader.import_default_modules()  # registers the tasks, as a worker does at start
+        app.tasks[name].apply(args=args)
+        return
+    app.send_task(name, args=args, queue=queue)
 
 
 COMMIT_LEVELS = ("on", "off", "local", "remote_write", "remote_apply")
@@ -83,11 +103,8 @@ def _worker_commit_durability(**_: Any) -> None:
 
 @worker_process_init.connect
 def _freeze_loaded_objects(**_: Any) -> None:
-    """A worker child starts with what its parent imported (tasks, pulser, adapters): set it
-    aside from the garbage collector, as the web workers do (portal/warm.py)."""
-    from portal.warm import freeze_job_worker
-
-    freeze_job_worker()
+    """What a worker child inherits lives as long as it: out of the garbage collector's walks."""
+    gc.freeze()
 
 
 @worker_ready.connect

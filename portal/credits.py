@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F
 
-from portal.bulk import insert_all, insert_rows
+from portal.bulk import insert_rows
 from portal.errors import InsufficientCredits
 from portal.models import CreditTransaction, Project
 
@@ -29,10 +29,6 @@ Kind = CreditTransaction.Kind
 
 def balance_of(project: Project) -> int:
     return Project.objects.values_list("balance", flat=True).get(pk=project.pk)
-
-
-def ledger_sum(project: Project) -> int:
-    return project.transactions.aggregate(total=Sum("amount"))["total"] or 0
 
 
 def grant(project: Project, amount: int, *, by: User | None, reason: str = "") -> CreditTransaction:
@@ -60,19 +56,11 @@ def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | 
 
     Raises InsufficientCredits, which the caller lets roll back the jobs it created.
     """
-    total, rows = charges_for(batch, prices, by=by)
-    pay(batch.project, total)
-    insert_rows(CreditTransaction, rows)
-    return total
-
-
-def charges_for(
-    batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | None
-) -> tuple[int, list[dict[str, Any]]]:
-    """The CHARGE ledger rows of jobs (id, price) and their total, for a caller that writes the
-    rows itself (`insert_rows_while`) and then calls `pay(total)` in the same transaction."""
+    total = sum(price for _, price in prices)
+    if total:
+        _move_balance(batch.project, -total)
     user_id = by.pk if by else None
-    rows: list[dict[str, Any]] = [
+    rows = [
         {
             "project_id": batch.project_id,
             "kind": Kind.CHARGE,
@@ -84,13 +72,8 @@ def charges_for(
         for job_id, price in prices
         if price
     ]
-    return sum(price for _, price in prices), rows
-
-
-def pay(project: Project, total: int) -> None:
-    """Take `total` credits from the balance, or raise InsufficientCredits (HTTP 402)."""
-    if total:
-        _move_balance(project, -total)
+    insert_rows(CreditTransaction, rows)
+    return total
 
 
 def refund_job(job: Job, *, by: User | None, reason: str) -> int:
@@ -103,23 +86,23 @@ def refund_job(job: Job, *, by: User | None, reason: str) -> int:
         return 0
     try:
         with transaction.atomic():
-            _refund_row(job, by=by, reason=reason).save(force_insert=True)
+            CreditTransaction(**_refund_row(job, by=by, reason=reason)).save(force_insert=True)
     except IntegrityError:
         return 0
     Project.objects.filter(pk=job.project_id).update(balance=F("balance") + job.price)
     return int(job.price)
 
 
-def _refund_row(job: Job, *, by: User | None, reason: str) -> CreditTransaction:
-    return CreditTransaction(
-        project_id=job.project_id,
-        kind=Kind.REFUND,
-        amount=job.price,
-        job_id=job.pk,
-        batch_id=job.batch_id,
-        user_id=by.pk if by else None,
-        reason=reason[:300],
-    )
+def _refund_row(job: Job, *, by: User | None, reason: str) -> dict[str, Any]:
+    return {
+        "project_id": job.project_id,
+        "kind": Kind.REFUND,
+        "amount": job.price,
+        "job_id": job.pk,
+        "batch_id": job.batch_id,
+        "user_id": by.pk if by else None,
+        "reason": reason[:300],
+    }
 
 
 def _move_balance(project: Project, delta: int) -> None:
@@ -138,6 +121,6 @@ def refund_jobs(jobs: Sequence[Job], *, by: User | None, reason: str) -> int:
     if not paid:
         return 0
     total = sum(int(job.price) for job in paid)
-    insert_all(CreditTransaction, [_refund_row(job, by=by, reason=reason) for job in paid])
+    insert_rows(CreditTransaction, [_refund_row(job, by=by, reason=reason) for job in paid])
     Project.objects.filter(pk=paid[0].project_id).update(balance=F("balance") + total)
     return total

@@ -25,10 +25,6 @@ class InvalidInput(TweezerError):
     status_code = 400
 
 
-class NotAuthenticated(TweezerError):
-    status_code = 401
-
-
 class InsufficientCredits(TweezerError):
     status_code = 402
 
@@ -41,10 +37,6 @@ class InsufficientCredits(TweezerError):
         )
 
 
-class Forbidden(TweezerError):
-    status_code = 403
-
-
 class NotFound(TweezerError):
     status_code = 404
 
@@ -53,7 +45,3 @@ class Conflict(TweezerError):
     """A transition that is no longer possible (cancel a DONE job, add to a closed batch)."""
 
     status_code = 409
-
-
-class TooLarge(TweezerError):
-    status_code = 413

@@ -10,13 +10,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 
 from backends.models import Device
+from batches.filters import filter_batches
 from batches.models import BatchStatus
-from batches.services import created_between, has_tag
 from jobs.models import JobStatus
+from portal.errors import InvalidInput
+from portal.middleware import json_depth_ok
 from portal.models import CreditTransaction
+from portal.wire import check_json
 
 
 def _day_start(day: Any) -> datetime | None:
@@ -61,17 +65,16 @@ class BatchFilterForm(forms.Form):
 
     def apply(self, qs: Any) -> Any:
         data = self.cleaned_data if self.is_valid() else {}
-        if data.get("status"):
-            qs = qs.filter(status=data["status"])
-        if data.get("device"):
-            qs = qs.filter(device=data["device"])
-        if data.get("open"):
-            qs = qs.filter(open=data["open"] == "1")
-        if data.get("tag"):
-            qs = qs.filter(has_tag(data["tag"]))
-        if data.get("user"):
-            qs = qs.filter(user__username=data["user"])
-        qs = created_between(qs, _day_start(data.get("start")), _day_end(data.get("end")))
+        qs = filter_batches(
+            qs,
+            statuses=[data["status"]] if data.get("status") else None,
+            device_types=[data["device"].name] if data.get("device") else None,
+            open=data["open"] == "1" if data.get("open") else None,
+            tag=data.get("tag"),
+            username=data.get("user"),
+            start=_day_start(data.get("start")),
+            end=_day_end(data.get("end")),
+        )
         order = self.SORTS.get(data.get("sort") or "-created", "-created_at")
         return qs.order_by(order, "-pk")
 
@@ -134,11 +137,20 @@ class NewBatchForm(forms.Form):
         if not raw.strip():
             raise forms.ValidationError("Give the jobs: upload a JSON file, or type them as JSON or as a table.")
         if raw.lstrip().startswith(("[", "{")):
+            limit = settings.MAX_JSON_DEPTH
+            if not json_depth_ok(raw, limit):
+                raise forms.ValidationError(f"The jobs are nested deeper than {limit} levels.")
             try:
-                return sequence, json.loads(raw)
+                jobs = json.loads(raw)
             except ValueError as exc:
                 raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
-        return sequence, jobs_from_table(raw)
+        else:
+            jobs = jobs_from_table(raw)
+        try:
+            check_json(jobs, "jobs")
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return sequence, jobs
 
     def tag_list(self) -> list[str]:
         return [t.strip() for t in (self.cleaned_data.get("tags") or "").split(",") if t.strip()]
@@ -146,6 +158,8 @@ class NewBatchForm(forms.Form):
 
 def _cell(text: str) -> Any:
     text = text.strip()
+    if not json_depth_ok(text, settings.MAX_JSON_DEPTH):
+        return text  # not a value a variable takes: left as text, for the sequence's check to refuse
     try:
         return json.loads(text)
     except ValueError:
@@ -184,5 +198,8 @@ class LedgerFilterForm(forms.Form):
             qs = qs.filter(kind=data["kind"])
         if data.get("user"):
             qs = qs.filter(user__username=data["user"])
-        qs = created_between(qs, _day_start(data.get("start")), _day_end(data.get("end")))
+        if data.get("start"):
+            qs = qs.filter(created_at__gte=_day_start(data["start"]))
+        if data.get("end"):
+            qs = qs.filter(created_at__lte=_day_end(data["end"]))
         return qs

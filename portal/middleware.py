@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections.abc import Callable
@@ -66,7 +65,7 @@ def json_depth_ok(text: str | bytes, limit: int) -> bool:
     """True when no JSON nesting in `text` goes deeper than `limit` (checked before parsing).
 
     Strings are cut out first (brackets inside them do not nest), then the brackets left are
-    counted: a regex pass, ~5× faster than walking a 1,000-job body character by character.
+    counted: two regex passes instead of a Python loop over every character of a large body.
     """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
@@ -84,7 +83,3 @@ def json_depth_ok(text: str | bytes, limit: int) -> bool:
 # A JSON string (escapes included), and the nesting characters.
 _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def load_json(body: bytes) -> object:
-    return json.loads(body)

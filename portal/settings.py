@@ -62,9 +62,8 @@ MIDDLEWARE = [
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "portal.auth.ModelBackend",  # Django's, reading a session's user by SQL
+    "django.contrib.auth.backends.ModelBackend",
 ]
-SESSION_ENGINE = "portal.sessions"  # Django's database sessions, read by SQL
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -99,9 +98,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_SQLITE_NAME", str(VAR_DIR / "test.sqlite3"))}
 else:
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "") or None}
-    # portal.sql's hot queries are prepared on a connection after this many runs (0: never,
-    # as behind a connection pooler in transaction mode without prepared-statement support).
-    DATABASES["default"]["OPTIONS"] = {"prepare_threshold": env_int("DB_PREPARE_THRESHOLD", 5) or None}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -171,9 +167,13 @@ MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 64)
 
 # Scheduling.
 OPEN_BATCH_TIMEOUT = env_int("OPEN_BATCH_TIMEOUT", 300)
+# An open batch holds its slot while idle: bound how many slots of a device one project's open
+# batches hold, and how long one may stay open (then it is closed: its jobs finish, it ends).
+OPEN_BATCH_SLOTS_PER_PROJECT = env_int("OPEN_BATCH_SLOTS_PER_PROJECT", 1)
+OPEN_BATCH_MAX_SECONDS = env_int("OPEN_BATCH_MAX_SECONDS", 3600)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 60)
 # PostgreSQL's synchronous_commit for the workers' connections (claims, job ends, the tick).
-# "off" saves a WAL flush (~4 ms) per claim and per job end; a PostgreSQL crash may then
+# "off" saves a WAL flush per claim and per job end; a PostgreSQL crash may then
 # forget the last fraction of a second of job transitions, which re-runs those jobs (never a
 # double charge: charges are committed by the web process, durably, and a refund commits
 # with its job's status). "on" makes every transition durable.
@@ -243,10 +243,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SILENCED_SYSTEM_CHECKS: list[str] = []
 
-# Login throttling (django-axes): 10 failures lock a user+IP pair for 15 minutes.
+# Login throttling (django-axes): AXES_FAILURE_LIMIT failures lock a user name + address pair for
+# 15 minutes, and as many from one address lock that address, whatever names it tries.
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = 0.25
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("AXES_ENABLED", default=True)
 BATCH_JOBS_INLINE_MAX = env_int("BATCH_JOBS_INLINE_MAX", 1000)

@@ -4,10 +4,21 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from backends.api import router as devices
+from batches.api import router as batches
+from batches.workload_api import router as workloads
+from jobs.api import results_router
+from jobs.api import router as jobs
 from portal import views
-from portal.api import mount
+from portal.account_api import router as account
+from portal.api import api
 
-api = mount()
+api.add_router("/core/", batches)
+api.add_router("/core/", jobs)
+api.add_router("/core/", workloads)
+api.add_router("/core/", devices)
+api.add_router("/account/", account)
+api.add_router("/", results_router)
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import PasswordChangeView
@@ -106,7 +108,13 @@ def devices(request: HttpRequest) -> HttpResponse:
         queue_length=Count("batches", filter=queued), running=Count("batches", filter=running)
     )
     cards = [{"device": d, "specs": describe_specs(d.specs)} for d in rows]
-    return render(request, "portal/devices.html", {"cards": cards})
+    context = {
+        "cards": cards,
+        "open_slots": settings.OPEN_BATCH_SLOTS_PER_PROJECT,
+        "open_max": timedelta(seconds=settings.OPEN_BATCH_MAX_SECONDS),
+        "open_idle": timedelta(seconds=settings.OPEN_BATCH_TIMEOUT),
+    }
+    return render(request, "portal/devices.html", context)
 
 
 # --- credits ----------------------------------------------------------------------------------

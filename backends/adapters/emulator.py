@@ -102,7 +102,7 @@ class QutipAdapter(Adapter):
 
 
 class EmuTorchAdapter(Adapter):
-    """EMU_SV / EMU_MPS: Pasqal's torch emulators, optional (requirements-emu.txt)."""
+    """EMU_SV / EMU_MPS: Pasqal's torch emulators, optional (the `emulators` extra: `make emulators`)."""
 
     package = ""
 

@@ -220,10 +220,15 @@ def test_valid_json_that_is_not_a_sequence_gets_a_short_summary(submit):
     assert message.startswith("'sequence_builder' is not a valid Pulser abstract representation")
 
 
-@pytest.mark.parametrize("value", [None, float("nan"), [1.0, None]], ids=["null", "nan", "null-in-list"])
-def test_a_null_or_nan_variable(submit, value):
+@pytest.mark.parametrize("value", [None, [1.0, None]], ids=["null", "null-in-list"])
+def test_a_null_variable(submit, value):
     message = refused(submit(jobs=[good(omega_max=value)]))
     assert message == "Job 0: variable 'omega_max' must be a number (or a list of numbers)."
+
+
+def test_a_nan_variable_is_refused_naming_it_before_it_reaches_the_database(submit):
+    message = refused(submit(jobs=[good(omega_max=float("nan"))]))
+    assert message == "jobs[0].variables.omega_max: NaN is not a finite number; give a finite number."
 
 
 def test_empty_qubits(submit):

@@ -7,9 +7,8 @@ from pulser import Pulse, Register, Sequence
 from pulser.backend.results import Results
 from pulser.json.abstract_repr.deserializer import deserialize_device
 
-from backends import runner
 from backends.devices import sync_devices
-from batches import scheduler
+from batches import runner, scheduler
 from batches.services import create_batch
 from jobs.models import Job, JobStatus
 from jobs.results import read_result

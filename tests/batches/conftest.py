@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from backends import runner
 from backends.models import Device
-from batches import scheduler, services
+from batches import runner, scheduler, services
 from batches.models import Batch
 from jobs.models import Job, JobStatus
 from tests.sequences import seed_mappable_sequence

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from backends import runner
 from backends.models import Device
-from batches import scheduler, services
+from batches import runner, scheduler, services
 from batches.models import Batch
 from jobs.models import Job
 from portal import credits
@@ -196,3 +195,33 @@ def test_add_jobs_racing_close_either_lands_before_the_close_or_is_refused(devic
     assert not final.open
     assert final.jobs_count == 1 + added == Job.objects.filter(batch=batch).count()
     assert [j.order for j in jobs_of(final)] == list(range(final.jobs_count))
+
+
+def test_a_batch_canceled_while_jobs_are_added_ends_after_every_job_it_holds(devices, member):
+    """Issue 17.10: a cancel that waited for a racing add_jobs stamps its end after those jobs' creation."""
+    queued_device(devices, 1)
+    for _ in range(3):  # a few rounds: the interleaving differs each time
+        batch = services.create_batch(
+            member.project,
+            member.user,
+            sequence_builder=SEQUENCE,
+            jobs=[job_spec(5)],
+            device_type="EMU_FREE",
+            open=True,
+            validate=False,
+        )
+
+        def act(i: int, batch: Batch = batch) -> Any:
+            fresh = Batch.objects.select_related("device").get(pk=batch.pk)
+            if i == 0:
+                return services.cancel_batch(fresh, by=member.user)
+            return services.add_jobs(fresh, [job_spec(5)], by=member.user)
+
+        results = race(6, act)
+        unexpected = [r for r in results if isinstance(r, Exception) and not isinstance(r, Conflict)]
+        assert not unexpected, unexpected
+        final = Batch.objects.get(pk=batch.pk)
+        assert final.status == "CANCELED" and final.end_datetime is not None
+        newest = max(Job.objects.filter(batch=batch).values_list("created_at", flat=True))
+        assert final.end_datetime >= newest
+        assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"CANCELED"}

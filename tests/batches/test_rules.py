@@ -9,9 +9,8 @@ import time_machine
 from django.conf import settings
 from django.utils import timezone
 
-from backends import runner
-from batches import scheduler, services
-from batches.models import Batch, BatchStatus, Priority
+from batches import lifecycle, runner, scheduler, services
+from batches.models import Batch, Priority
 from jobs.models import Job, JobStatus
 from portal import credits
 from portal.errors import Conflict
@@ -191,8 +190,8 @@ def test_rule_5_a_timed_out_batch_cancels_and_refunds_its_pending_jobs(submit, e
         from django.db import transaction
 
         with transaction.atomic():
-            assert scheduler.time_out_batch(batch.pk)
-            assert not scheduler.time_out_batch(batch.pk), "a second time-out must lose"
+            assert lifecycle.time_out_batch(batch.pk)
+            assert not lifecycle.time_out_batch(batch.pk), "a second time-out must lose"
     assert [j.status for j in jobs_of(batch)] == ["CANCELED", "CANCELED"]
     assert credits.balance_of(member.project) == balance + 20
     assert refunds_of(batch) == 2
@@ -209,7 +208,7 @@ def test_rule_5_a_job_added_after_the_idle_check_is_not_timed_out(submit, emu, m
         from django.db import transaction
 
         with transaction.atomic():
-            assert not scheduler.time_out_batch(batch.pk, idle_since=idle_since)
+            assert not lifecycle.time_out_batch(batch.pk, idle_since=idle_since)
     assert Batch.objects.get(pk=batch.pk).status == "RUNNING"
     assert jobs_of(batch)[-1].status == "PENDING"
 
@@ -292,7 +291,7 @@ def test_rule_8_canceling_a_running_batch_lets_the_running_job_finish_then_frees
     from jobs.results import store_result
 
     Job.objects.filter(pk=job.pk).update(result_path=store_result(job, result.as_json()))
-    assert runner.end_job(job, owner, JobStatus.DONE)
+    assert lifecycle.end_job(job, owner, JobStatus.DONE)
     scheduler.advance(emu.pk)
     assert Job.objects.get(pk=first.pk).status == "DONE" and Job.objects.get(pk=first.pk).result_path
     assert not CreditTransaction.objects.filter(job=first, kind="REFUND").exists()
@@ -351,9 +350,9 @@ def test_rule_11_terminal_states_never_change(submit, emu, member):
     assert Batch.objects.get(pk=batch.pk).status == "DONE"
 
     assert runner.claim(str(second.pk), "late-worker") is None, "a canceled job never starts"
-    assert not runner.end_job(Job.objects.get(pk=first.pk), "", JobStatus.ERROR, refund=True)
-    assert not scheduler.finish_batch(batch.pk, BatchStatus.ERROR)
-    assert not scheduler.time_out_batch(batch.pk)
+    assert not lifecycle.end_job(Job.objects.get(pk=first.pk), "", JobStatus.ERROR, refund=True)
+    assert not lifecycle.finish_batch(batch.pk)
+    assert not lifecycle.time_out_batch(batch.pk)
     with pytest.raises(Conflict, match="DONE: it can no longer be canceled"):
         services.cancel_batch(batch, by=member.user)
     with pytest.raises(Conflict, match="jobs can no longer be added"):

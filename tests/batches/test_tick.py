@@ -8,9 +8,8 @@ import time_machine
 from django.conf import settings
 from django.utils import timezone
 
-from backends import maintenance, runner, tasks
 from backends.models import Device
-from batches import scheduler, services
+from batches import lifecycle, runner, scheduler, services, tasks
 from batches.models import Batch
 from jobs.models import Job, JobStatus
 from portal import credits
@@ -36,7 +35,7 @@ def test_tick_requeues_a_job_whose_lease_expired_and_it_runs_again(submit, emu):
         assert (requeued.status, requeued.lease_owner, requeued.attempts) == ("PENDING", "", 1)
         assert dispatched(emu) == [requeued], "the tick re-sent the job"
         # The dead worker's late answer is fenced out.
-        assert not runner.end_job(requeued, "dead-worker", JobStatus.DONE)
+        assert not lifecycle.end_job(requeued, "dead-worker", JobStatus.DONE)
         run_dispatched(emu)
     done = Job.objects.get(pk=job.pk)
     assert (done.status, done.attempts) == ("DONE", 2)
@@ -55,7 +54,7 @@ def test_tick_gives_up_after_max_attempts_with_error_and_refund(submit, emu, mem
         with time_machine.travel(claimed_at, tick=False):
             assert runner.claim(str(job.pk), f"worker-{attempt}") is not None
         with time_machine.travel(claimed_at + timedelta(seconds=settings.JOB_LEASE_SECONDS + 1), tick=False):
-            assert maintenance.reap_expired_leases() == 1
+            assert scheduler.reap_expired_leases() == 1
     failed = Job.objects.get(pk=job.pk)
     assert failed.status == "ERROR" and failed.attempts == settings.JOB_MAX_ATTEMPTS
     assert "stopped responding" in failed.errors[0]  # type: ignore[index]  # an ERROR job has errors
@@ -70,8 +69,8 @@ def test_tick_does_not_requeue_a_job_whose_lease_was_renewed(submit, emu):
     (job,) = jobs_of(batch)
     runner.claim(str(job.pk), "alive")
     with after_lease():
-        assert runner.renew_lease(str(job.pk), "alive")
-        assert maintenance.reap_expired_leases() == 0
+        assert lifecycle.renew_lease(str(job.pk), "alive")
+        assert scheduler.reap_expired_leases() == 0
     assert Job.objects.get(pk=job.pk).status == "RUNNING"
 
 

@@ -14,7 +14,8 @@ import pytest
 from django.conf import settings
 
 from batches import services
-from batches.webhooks import check_webhook_url, send_webhook
+from batches.tasks import send_webhook
+from batches.webhooks import check_webhook_url
 from portal.errors import InvalidInput
 from tests.conftest import wait_until
 from tests.sequences import seed_mappable_sequence

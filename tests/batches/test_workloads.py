@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from backends import runner
 from backends.models import Device
-from batches import services, workloads
+from batches import lifecycle, runner, services, workloads
 from batches.models import Batch, Workload
 from jobs.models import Job, JobStatus
 from jobs.results import read_result
@@ -161,7 +160,7 @@ def test_a_workload_whose_backend_fails_ends_error_and_is_refunded_once(member, 
     scheduler.advance(emu.pk)
     claimed = runner.claim(str(workloads.workload_job(workload).pk), "worker-1")
     assert claimed is not None
-    runner.end_job(claimed, "worker-1", JobStatus.ERROR, errors=["EMU_FREE failed: boom"], refund=True)
+    lifecycle.end_job(claimed, "worker-1", JobStatus.ERROR, errors=["EMU_FREE failed: boom"], refund=True)
     job = workloads.workload_job(workload)
     assert workloads.workload_status(workload, job) == "ERROR" and job.errors == ["EMU_FREE failed: boom"]
     assert credits.balance_of(member.project) == before + 10

@@ -32,6 +32,20 @@ ENV_PATTERNS = (
 EXTERNAL_ENV = {"DJANGO_SETTINGS_MODULE"}  # read by Django itself
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last; compose fails)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode) and key.value != "<<"]
+        duplicated = {key for key in keys if keys.count(key) > 1}
+        assert not duplicated, f"keys given twice at line {node.start_mark.line + 1}: {duplicated}"
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_all(text: str) -> list[Any]:
+    return list(yaml.load_all(text, Loader=_UniqueKeyLoader))  # noqa: S506 - a SafeLoader subclass
+
+
 def project_env() -> set[str]:
     names = set(EXTERNAL_ENV)
     for folder in CODE:
@@ -43,12 +57,12 @@ def project_env() -> set[str]:
 
 
 def k8s_documents() -> list[dict[str, Any]]:
-    return [doc for path in K8S_FILES for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [doc for path in K8S_FILES for doc in load_all(path.read_text()) if doc]
 
 
 def compose_services() -> Iterator[tuple[str, str, dict[str, Any]]]:
     for path in COMPOSE_FILES:
-        for name, service in yaml.safe_load(path.read_text())["services"].items():
+        for name, service in load_all(path.read_text())[0]["services"].items():
             yield path.name, name, service
 
 
@@ -110,7 +124,7 @@ def check_command(argv: list[str]) -> dict[str, Any]:
 
 def test_every_compose_and_kubernetes_file_parses():
     for path in [*COMPOSE_FILES, *K8S_FILES]:
-        assert list(yaml.safe_load_all(path.read_text())), path
+        assert load_all(path.read_text()), path
     kinds = {doc["kind"] for doc in k8s_documents()}
     assert {"Deployment", "Service", "ConfigMap", "Secret", "Job", "ScaledObject", "TriggerAuthentication"} <= kinds
 
@@ -125,7 +139,7 @@ def test_compose_commands_ports_health_checks_and_environment_exist_in_the_proje
         learned = check_command(command)
         for mapping in service.get("ports", []):
             assert int(str(mapping).rsplit(":", 1)[1]) == web_port, f"{file}:{name} publishes a port nothing listens on"
-        if "healthcheck" in service:
+        if "healthcheck" in service and not service["healthcheck"].get("disable"):
             health = check_command(service["healthcheck"]["test"])
             assert health["paths"] <= set(PATHS), f"{file}:{name}: {health['paths']}"
             assert health["ports"] <= {web_port}
@@ -136,7 +150,7 @@ def test_compose_commands_ports_health_checks_and_environment_exist_in_the_proje
 
 def test_compose_runs_web_beat_and_every_device_queue():
     for path in COMPOSE_FILES:
-        services = yaml.safe_load(path.read_text())["services"]
+        services = load_all(path.read_text())[0]["services"]
         queues: set[str] = set()
         for service in services.values():
             if is_tweezer(service) and service.get("command"):

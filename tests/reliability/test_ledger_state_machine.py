@@ -14,8 +14,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from backends import maintenance, runner
-from batches import scheduler, services
+from batches import lifecycle, runner, scheduler, services
 from batches.models import Batch
 from jobs.models import Job, JobStatus
 from portal.errors import Conflict, InsufficientCredits
@@ -117,14 +116,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def complete(self) -> None:
         claimed = self._claim_next()
         if claimed:
-            runner.end_job(claimed[0], claimed[1], JobStatus.DONE)
+            lifecycle.end_job(claimed[0], claimed[1], JobStatus.DONE)
 
     @rule()
     def fail(self) -> None:
         """The backend failed: ERROR through runner.end_job, refunded."""
         claimed = self._claim_next()
         if claimed:
-            runner.end_job(claimed[0], claimed[1], JobStatus.ERROR, errors=["backend failed"], refund=True)
+            lifecycle.end_job(claimed[0], claimed[1], JobStatus.ERROR, errors=["backend failed"], refund=True)
 
     @rule()
     def start_and_abandon(self) -> None:
@@ -135,7 +134,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def timeout(self, seconds: int) -> None:
         """Time passes: expired leases are reaped, idle open batches time out."""
         self.clock.shift(timedelta(seconds=seconds))
-        maintenance.reap_expired_leases()
+        scheduler.reap_expired_leases()
         scheduler.advance(self.device.pk)
 
     # --- invariants ----------------------------------------------------------------------

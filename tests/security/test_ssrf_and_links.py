@@ -15,7 +15,8 @@ from django.test import Client
 from django.utils import timezone
 
 from batches import services
-from batches.webhooks import check_webhook_url, send_webhook
+from batches.tasks import send_webhook
+from batches.webhooks import check_webhook_url
 from jobs.results import sign_job, store_result
 from portal.errors import InvalidInput
 from tests.sequences import analog_sequence
@@ -74,13 +75,19 @@ def test_internal_and_non_http_webhook_urls_are_refused(url, settings):
         check_webhook_url(url, resolve=True)
 
 
-def test_a_host_name_that_resolves_to_loopback_gets_no_delivery(member, devices, settings):
+def test_a_host_name_that_resolves_to_loopback_is_refused_at_submission_and_gets_no_delivery(member, devices, settings):
+    from batches.models import Batch
+
     settings.WEBHOOK_ALLOW_PRIVATE = False
     name = socket.gethostname()
     if not all(info[4][0].startswith("127.") for info in socket.getaddrinfo(name, 80)):  # type: ignore[union-attr]  # an address str here
         pytest.skip(f"{name} does not resolve to loopback here")
     server = _server()
-    batch = _ended_batch_with_webhook(member, f"http://{name}:{server.server_port}/hook")  # accepted: a name
+    url = f"http://{name}:{server.server_port}/hook"
+    with pytest.raises(InvalidInput, match="public address"):
+        _ended_batch_with_webhook(member, url)
+    batch = _ended_batch_with_webhook(member, "https://hooks.example.org/hook")
+    Batch.objects.filter(pk=batch.pk).update(webhook=url)  # as if the name pointed outside at submission
     send_webhook.apply(args=[str(batch.pk)])
     server.shutdown()
     assert server.hits == []  # type: ignore[attr-defined]

@@ -146,3 +146,16 @@ def test_portal_pages_send_a_csp_allowing_only_our_own_scripts_and_have_no_inlin
         assert directives["script-src"] == ["'self'"], policy
         assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
         assert _inline_script_or_handler(response.content.decode()) == [], url
+
+
+def test_an_address_trying_many_user_names_is_locked_after_the_failure_limit(member):
+    """Issue 17 point 8: throttled per address too, not only per user name + address."""
+    client = Client(REMOTE_ADDR="203.0.113.8")
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        client.post("/login/", {"username": f"guess-{attempt}", "password": "wrong-guess"})
+    locked = client.post("/login/", {"username": member.user.username, "password": "correct-horse-battery"})
+    assert locked.status_code in (403, 429), locked.status_code
+    assert "_auth_user_id" not in client.session
+    other = Client(REMOTE_ADDR="198.51.100.10")
+    answer = other.post("/login/", {"username": member.user.username, "password": "correct-horse-battery"})
+    assert answer.status_code == 302
