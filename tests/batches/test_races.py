@@ -59,6 +59,18 @@ def queued_device(devices: dict[str, Device], slots: int) -> Device:
     return device
 
 
+def open_batch(member: Any) -> Batch:
+    return services.create_batch(
+        member.project,
+        member.user,
+        sequence_builder=SEQUENCE,
+        jobs=[job_spec(5)],
+        device_type="EMU_FREE",
+        open=True,
+        validate=False,
+    )
+
+
 def test_twenty_concurrent_cancels_of_one_job_refund_it_exactly_once(devices, member):
     queued_device(devices, 1)
     batch = services.create_batch(
@@ -171,15 +183,7 @@ def test_concurrent_claims_of_one_job_start_it_once(devices, member):
 
 def test_add_jobs_racing_close_either_lands_before_the_close_or_is_refused(devices, member):
     queued_device(devices, 1)
-    batch = services.create_batch(
-        member.project,
-        member.user,
-        sequence_builder=SEQUENCE,
-        jobs=[job_spec(5)],
-        device_type="EMU_FREE",
-        open=True,
-        validate=False,
-    )
+    batch = open_batch(member)
 
     def act(i: int) -> Any:
         fresh = Batch.objects.get(pk=batch.pk)
@@ -201,15 +205,7 @@ def test_a_batch_canceled_while_jobs_are_added_ends_after_every_job_it_holds(dev
     """Issue 17.10: a cancel that waited for a racing add_jobs stamps its end after those jobs' creation."""
     queued_device(devices, 1)
     for _ in range(3):  # a few rounds: the interleaving differs each time
-        batch = services.create_batch(
-            member.project,
-            member.user,
-            sequence_builder=SEQUENCE,
-            jobs=[job_spec(5)],
-            device_type="EMU_FREE",
-            open=True,
-            validate=False,
-        )
+        batch = open_batch(member)
 
         def act(i: int, batch: Batch = batch) -> Any:
             fresh = Batch.objects.select_related("device").get(pk=batch.pk)

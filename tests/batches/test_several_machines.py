@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from backends.devices import _emulator_specs
-from backends.models import Device
 from batches import services
 from batches.models import Batch
 from jobs.models import Job
 from portal.models import CreditTransaction
-from tests.batches.test_worker_killed import LONG_JOB, QUEUE_DEVICE, DeviceWorker, _alive
+from tests.batches.test_worker_killed import QUEUE_DEVICE, DeviceWorker, _alive, kill_test_device, submit_long_job
 from tests.conftest import purge_broker, wait_until
 from tests.sequences import seed_mappable_sequence
 
@@ -40,12 +38,6 @@ def machine_env(tmp_path: Path, name: str, **env: str) -> dict[str, str]:
     return env
 
 
-def device(slots: int) -> Device:
-    return Device.objects.create(
-        name=QUEUE_DEVICE, backend=Device.Backend.QUTIP, price_per_run=1, slots=slots, specs=_emulator_specs("EMU_FREE")
-    )
-
-
 def ticked(log: Path) -> bool:
     return "batches.tasks.tick" in log.read_text()
 
@@ -53,7 +45,7 @@ def ticked(log: Path) -> bool:
 def test_two_beats_on_two_machines_run_every_job_once(member, devices, tmp_path):
     """Two workers, each with its own beat (one per machine, by mistake): every tick runs twice,
     yet each job runs once, is charged once and no batch is ended twice."""
-    device(slots=2)
+    kill_test_device(slots=2)
     purge_broker()
     env = {"TICK_SECONDS": "1", "JOB_REDISPATCH_SECONDS": "1"}
     machines = [
@@ -92,7 +84,7 @@ def busy(machine: DeviceWorker) -> bool:
 def test_a_whole_worker_machine_lost_mid_run_leaves_its_job_to_the_other_within_a_lease(member, devices, tmp_path):
     """The machine running a job (its worker, pool child and beat) is SIGKILLed mid-run; the
     other machine, already up, finishes it once the lease expires: nothing lost, charged once."""
-    device(slots=1)
+    kill_test_device(slots=1)
     purge_broker()
     env = {"JOB_LEASE_SECONDS": "3", "TICK_SECONDS": "1", "JOB_REDISPATCH_SECONDS": "1"}
     machines = {
@@ -100,15 +92,7 @@ def test_a_whole_worker_machine_lost_mid_run_leaves_its_job_to_the_other_within_
         for name in ("a", "b")
     }
     try:
-        batch = services.create_batch(
-            member.project,
-            member.user,
-            sequence_builder=seed_mappable_sequence(duration=16000),
-            jobs=[LONG_JOB, SHORT_JOB],
-            device_type=QUEUE_DEVICE,
-        )
-        first = Job.objects.get(batch=batch, order=0)
-        wait_until(lambda: Job.objects.get(pk=first.pk).status == "RUNNING", timeout=60, interval=0.05)
+        batch, first = submit_long_job(member, SHORT_JOB)
         owner = Job.objects.get(pk=first.pk).lease_owner
         lost = wait_until(lambda: next((m for m in machines.values() if busy(m)), None), timeout=10, interval=0.05)
         pids = [lost.proc.pid, *lost.children()]

@@ -50,24 +50,35 @@ class DeviceWorker(WorkerProcess):
         self._wait_ready()
 
 
-def test_a_worker_killed_mid_job_has_its_job_rerun_after_the_lease_expires(member, devices, tmp_path):
-    Device.objects.create(
-        name=QUEUE_DEVICE, backend=Device.Backend.QUTIP, price_per_run=1, slots=1, specs=_emulator_specs("EMU_FREE")
+def kill_test_device(slots: int) -> Device:
+    """A device (and queue) of its own: no other test worker takes its jobs."""
+    return Device.objects.create(
+        name=QUEUE_DEVICE, backend=Device.Backend.QUTIP, price_per_run=1, slots=slots, specs=_emulator_specs("EMU_FREE")
     )
+
+
+def submit_long_job(member: Any, *jobs: dict[str, Any]) -> tuple[Any, Job]:
+    """A batch whose first job runs long enough to be interrupted; returns it once that job runs."""
+    batch = services.create_batch(
+        member.project,
+        member.user,
+        sequence_builder=seed_mappable_sequence(duration=16000),
+        jobs=[LONG_JOB, *jobs],
+        device_type=QUEUE_DEVICE,
+    )
+    job = Job.objects.get(batch=batch, order=0)
+    wait_until(lambda: Job.objects.get(pk=job.pk).status == "RUNNING", timeout=60, interval=0.05)
+    return batch, job
+
+
+def test_a_worker_killed_mid_job_has_its_job_rerun_after_the_lease_expires(member, devices, tmp_path):
+    kill_test_device(slots=1)
     purge_broker()
     env = {"JOB_LEASE_SECONDS": "2", "TICK_SECONDS": "1", "JOB_REDISPATCH_SECONDS": "2"}
     first = DeviceWorker(tmp_path / "first.log", f"device.{QUEUE_DEVICE}", env=env)
     second: Any = None
     try:
-        batch = services.create_batch(
-            member.project,
-            member.user,
-            sequence_builder=seed_mappable_sequence(duration=16000),
-            jobs=[LONG_JOB],
-            device_type=QUEUE_DEVICE,
-        )
-        job = Job.objects.get(batch=batch)
-        wait_until(lambda: Job.objects.get(pk=job.pk).status == "RUNNING", timeout=60, interval=0.05)
+        batch, job = submit_long_job(member)
         owner = Job.objects.get(pk=job.pk).lease_owner
         pids = [first.proc.pid, *first.children()]
         first.kill()  # SIGKILL to the whole process group: main process and pool child
@@ -97,24 +108,14 @@ def test_a_pool_child_terminated_mid_job_hands_its_job_back_at_once_and_it_runs_
     """Issue 17.4: SIGTERM to the process running a job (as Celery does to a task it cancels) is a
     lost worker, not a failed job: the job goes back to PENDING at once (no wait for its lease),
     its attempt not counted, and then runs to DONE, charged once, never refunded."""
-    Device.objects.create(
-        name=QUEUE_DEVICE, backend=Device.Backend.QUTIP, price_per_run=1, slots=1, specs=_emulator_specs("EMU_FREE")
-    )
+    kill_test_device(slots=1)
     purge_broker()
     # A lease far longer than the test: only the hand-back can make the job run again in time.
     # No beat in the worker (its one child is the pool's): the test advances the queue itself.
     env = {"JOB_LEASE_SECONDS": "600", "JOB_REDISPATCH_SECONDS": "1"}
     worker = DeviceWorker(tmp_path / "worker.log", f"device.{QUEUE_DEVICE}", beat=False, env=env)
     try:
-        batch = services.create_batch(
-            member.project,
-            member.user,
-            sequence_builder=seed_mappable_sequence(duration=16000),
-            jobs=[LONG_JOB],
-            device_type=QUEUE_DEVICE,
-        )
-        job = Job.objects.get(batch=batch)
-        wait_until(lambda: Job.objects.get(pk=job.pk).status == "RUNNING", timeout=60, interval=0.05)
+        batch, job = submit_long_job(member)
         time.sleep(0.5)  # inside QuTiP's integrator
         (child,) = worker.children()
         os.kill(child, 15)
