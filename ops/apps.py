@@ -8,3 +8,6 @@ class OpsConfig(AppConfig):
 
     name = "ops"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from ops import workers  # noqa: F401 - connects the Celery worker's heartbeat to its start and stop

@@ -10,6 +10,7 @@ import socket
 import threading
 from typing import Any
 
+from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -72,3 +73,14 @@ def stop() -> None:
         WorkerHeartbeat.objects.filter(name=_node["name"], pid=os.getpid()).delete()
     except Exception:  # noqa: BLE001 - the database may be what is going away
         log.warning("could not remove the worker heartbeat", exc_info=True)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """The node's row in ops_workerheartbeat, written while it lives."""
+    start(sender)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    stop()

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -105,21 +105,6 @@ def _worker_commit_durability(**_: Any) -> None:
 def _freeze_loaded_objects(**_: Any) -> None:
     """What a worker child inherits lives as long as it: out of the garbage collector's walks."""
     gc.freeze()
-
-
-@worker_ready.connect
-def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    """The node's row in ops_workerheartbeat, written while it lives (ops.workers)."""
-    from ops import workers
-
-    workers.start(sender)
-
-
-@worker_shutdown.connect
-def _stop_heartbeat(**_: Any) -> None:
-    from ops import workers
-
-    workers.stop()
 
 
 #: Every queue Tweezer's workers consume: `default` (tick, webhooks) and one per device.
