@@ -115,9 +115,8 @@ class Hub:
         for key in list(self.waiters):
             self.wake(key)
 
-    @asynccontextmanager
-    async def slot(self, holder: str) -> AsyncIterator[None]:
-        """One of the process's and the holder's held requests or streams, or TooBusy."""
+    def check(self, holder: str) -> None:
+        """TooBusy if `holder` could not take a slot now."""
         total = sum(self.held.values())
         if total >= settings.HOLD_MAX_PER_PROCESS:
             raise TooBusy(f"This server holds {total} waiting requests already: ask again in a moment.")
@@ -126,6 +125,11 @@ class Hub:
                 f"This token has {settings.HOLD_MAX_PER_TOKEN} waiting requests already (the limit): "
                 "ask again in a moment."
             )
+
+    @asynccontextmanager
+    async def slot(self, holder: str) -> AsyncIterator[None]:
+        """One of the process's and the holder's held requests or streams, or TooBusy."""
+        self.check(holder)
         self.held[holder] = self.held.get(holder, 0) + 1
         try:
             yield

@@ -16,6 +16,7 @@ os.environ.setdefault("JOB_REDISPATCH_SECONDS", "5")
 # Status requests answer at once in the test client and live_server (WSGI, a thread each); the
 # held-request tests (tests/sdk/test_held_status.py) start an ASGI server with holds on.
 os.environ.setdefault("STATUS_HOLD_SECONDS", "0")
+os.environ.setdefault("EVENTS_CHANNEL", "tweezer-test:batch:")  # pub/sub ignores Redis' DB numbers
 
 from portal.settings import *  # noqa: E402,F403
 

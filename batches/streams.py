@@ -1,0 +1,80 @@
+"""The portal's server-sent events (issue 19): a batch page's live region refreshes when the
+batch changes, instead of polling. Async: an open stream costs no thread.
+
+The event says only "changed"; the page then asks for its live region as it always did (the
+same view, the same access checks), so the stream carries no data of its own. The page keeps
+a slow poll as a fallback for when the stream drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from uuid import UUID
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from batches import services
+from batches.models import TERMINAL_BATCH_STATUSES
+from portal import events
+from portal.api import release_connection
+from portal.errors import NotFound
+
+KEEP_ALIVE_SECONDS = 15  # under the idle timeouts of the usual proxies
+
+
+def _status(user: User, batch_id: UUID) -> str | None:
+    """The batch's status if this user may see its page (the page's own check), else None."""
+    try:
+        return services.get_batch_for(user, batch_id).status
+    except NotFound:
+        return None
+    finally:
+        release_connection()
+
+
+async def batch_events(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return HttpResponse("Sign in first.", status=401, content_type="text/plain")
+    status = await sync_to_async(_status)(user, batch_id)
+    if status is None:
+        return HttpResponse("No such batch.", status=404, content_type="text/plain")
+    if status in TERMINAL_BATCH_STATUSES or "wsgi.version" in request.META:
+        # 204: EventSource stops reconnecting. Nothing will change; or, under WSGI (the test
+        # suite's live server), a stream would take a thread for its whole life: the page polls.
+        return HttpResponse(status=204)
+    holder = events.holder_of(request)
+    hub = events.hub()
+    try:
+        hub.check(holder)
+    except events.TooBusy as exc:
+        response = HttpResponse(exc.message, status=429, content_type="text/plain")
+        response["Retry-After"] = str(settings.HOLD_RETRY_AFTER_SECONDS)
+        return response
+
+    async def stream() -> AsyncIterator[str]:
+        # Ends after SSE_STREAM_SECONDS (the browser reconnects, its session checked again), when
+        # the batch ends, or when the client goes away (Django cancels this generator).
+        deadline = time.monotonic() + settings.SSE_STREAM_SECONDS
+        async with hub.slot(holder), hub.subscribe(batch_id) as changed:
+            yield "retry: 3000\n\n"
+            while time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(changed.wait(), timeout=KEEP_ALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                changed.clear()
+                yield "event: batch\ndata: changed\n\n"
+                if await sync_to_async(_status)(user, batch_id) in TERMINAL_BATCH_STATUSES:
+                    return
+
+    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
