@@ -16,7 +16,7 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from batches import services
 from batches.models import TERMINAL_BATCH_STATUSES
@@ -37,7 +37,7 @@ def _status(user: User, batch_id: UUID) -> str | None:
         release_connection()
 
 
-async def batch_events(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+async def batch_events(request: HttpRequest, batch_id: UUID) -> HttpResponseBase:
     user = await request.auser()
     if not user.is_authenticated:
         return HttpResponse("Sign in first.", status=401, content_type="text/plain")
@@ -63,7 +63,7 @@ async def batch_events(request: HttpRequest, batch_id: UUID) -> HttpResponse:
         deadline = time.monotonic() + settings.SSE_STREAM_SECONDS
         async with hub.slot(holder), hub.subscribe(batch_id) as changed:
             yield "retry: 3000\n\n"
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not hub.closing:
                 try:
                     await asyncio.wait_for(changed.wait(), timeout=KEEP_ALIVE_SECONDS)
                 except TimeoutError:
@@ -74,7 +74,7 @@ async def batch_events(request: HttpRequest, batch_id: UUID) -> HttpResponse:
                 if await sync_to_async(_status)(user, batch_id) in TERMINAL_BATCH_STATUSES:
                     return
 
-    response = StreamingHttpResponse(stream(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
-    return response
+    stream_response = StreamingHttpResponse(stream(), content_type="text/event-stream")
+    stream_response["Cache-Control"] = "no-cache"
+    stream_response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return stream_response

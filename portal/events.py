@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -102,6 +104,31 @@ class Hub:
         self.listener: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.held: dict[str, int] = {}
+        self.closing = False
+        self._answer_on_shutdown()
+
+    def _answer_on_shutdown(self) -> None:
+        """On SIGTERM or SIGINT, answer every held request now, with the status as it is.
+
+        The server (uvicorn) stops accepting, then waits for open requests: without this a
+        restart would wait for every hold to run out. Chained before the server's own handler,
+        and only where that handler is Python's (the event loop's main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue
+
+            def handler(number: int, frame: Any, previous: Any = previous) -> None:
+                self.loop.call_soon_threadsafe(self.close)
+                previous(number, frame)
+
+            signal.signal(signum, handler)
+
+    def close(self) -> None:
+        self.closing = True
+        self.wake_all()
 
     def waiting(self) -> int:
         """How many requests and streams wait now (the tests check that leavers are gone)."""
@@ -240,7 +267,7 @@ async def hold(
     events = hub()
     async with events.slot(holder_of(request)), events.subscribe(batch_id) as changed:
         state = await read()
-        while not answer(state):
+        while not answer(state) and not events.closing:
             left = deadline - time.monotonic()
             try:
                 await asyncio.wait_for(changed.wait(), timeout=max(left, 0))

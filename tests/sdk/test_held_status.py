@@ -50,6 +50,7 @@ class AsgiServer:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"server exited:\n{log_path.read_text()[-3000:]}")
             try:
                 if requests.get(f"{self.url}/login/", timeout=10).status_code == 200:
@@ -57,6 +58,7 @@ class AsgiServer:
             except requests.RequestException:  # not listening yet, or still loading
                 pass
             time.sleep(0.2)
+        self.stop()
         raise RuntimeError(f"server not up:\n{log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
