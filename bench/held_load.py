@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import threading
 import time
@@ -60,7 +61,7 @@ async def hold_many(host: str, port: int, batch_id: str, tokens: list[str], per_
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--held", type=int, default=500)
-    parser.add_argument("--gets", type=int, default=300)
+    parser.add_argument("--gets", type=int, default=150)
     args = parser.parse_args()
     env, user, project, token, report = common.start("postgres", "bench_tweezer_held_load")
     env["EVENTS_CHANNEL"] = f"{common.DB_NAME}:batch:"
@@ -86,7 +87,12 @@ def main() -> int:
         started = time.monotonic()
         holder.start()
         ready.wait(timeout=60)
-        time.sleep(1)  # every request has reached its hold
+        # Arriving, each held request is authenticated and read once (a burst of 500 requests);
+        # measure once that burst is over: an ordinary GET is back to its usual time.
+        usual = statistics.median(alone)
+        while min(ordinary_gets(base, token, batch_id, 3)) > 1.5 * usual and time.monotonic() - started < 20:
+            pass
+        settled = time.monotonic() - started
         loaded = ordinary_gets(base, token, batch_id, args.gets)
         during = time.monotonic() - started
         release.set()
@@ -95,7 +101,8 @@ def main() -> int:
         held_ok = sum(1 for s in statuses if s == "200")
         report.line(
             f"held requests: {held_ok}/{len(statuses)} answered 200 after their hold "
-            f"(the GETs ran within {during:.1f} s of the first, under the 28 s hold)"
+            f"(the 500 arrived and were read in {settled:.1f} s; the measured GETs ran until "
+            f"{during:.1f} s after the first: {'within' if during < 28 else 'PAST'} the 28 s hold)"
         )
         peaks = [common.rss_mib(pid)[1] for pid in [web.proc.pid, *web.children()]]
         report.line(f"web processes' peak RSS (master + workers): {' + '.join(f'{p:.0f}' for p in peaks)} MiB")
