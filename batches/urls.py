@@ -8,6 +8,7 @@ app_name = "batches"
 urlpatterns = [
     path("", views.batch_list, name="list"),
     path("new/", views.new_batch, name="new"),
+    path("events/", streams.project_events, name="project_events"),
     path("<uuid:batch_id>/", views.batch_detail, name="detail"),
     path("<uuid:batch_id>/events/", streams.batch_events, name="events"),
     path("<uuid:batch_id>/cancel/", views.cancel_batch, name="cancel"),

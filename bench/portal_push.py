@@ -67,8 +67,14 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop here
+    # DEBUG=0 serves collected files only: collect the page's scripts (htmx, its SSE extension).
+    static_root = str(common.VAR_DIR / "static")
+    os.environ["STATIC_ROOT"] = static_root
     env, user, project, token, report = common.start("postgres", "bench_tweezer_portal_push")
-    env["EVENTS_CHANNEL"] = f"{common.DB_NAME}:batch:"
+    env.update(EVENTS_CHANNEL=f"{common.DB_NAME}:batch:", STATIC_ROOT=static_root)
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
     from playwright.sync_api import sync_playwright
 
     worker = common.start_worker(env)

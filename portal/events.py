@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, Max, Sum
 from django.http import HttpRequest
 
 from batches.models import Batch
@@ -95,6 +96,19 @@ def _fingerprints(keys: list[str]) -> dict[str, tuple[Any, ...]]:
         raise
 
 
+# Subscribed to every batch: the portal's list and queue streams, which filter what they hear.
+ANY = "*"
+
+
+def _all_fingerprint() -> tuple[Any, ...]:
+    """Without pub/sub, what `ANY` waiters may care about: the active batches and the last end."""
+    active = Batch.objects.filter(status__in=("PENDING", "RUNNING")).aggregate(
+        n=Count("pk"), pending=Sum("pending_jobs"), running=Sum("running_jobs"), done=Sum("done_jobs"),
+        error=Sum("error_jobs"), canceled=Sum("canceled_jobs"), activity=Max("last_activity_at"),
+    )  # fmt: skip
+    return (*active.values(), Batch.objects.aggregate(end=Max("end_datetime"))["end"])
+
+
 class Hub:
     """The waiters of one process (its event loop), and the one listener that wakes them."""
 
@@ -135,7 +149,7 @@ class Hub:
         return sum(len(events) for events in self.waiters.values())
 
     def wake(self, key: str) -> None:
-        for event in self.waiters.get(key, ()):
+        for event in (*self.waiters.get(key, ()), *self.waiters.get(ANY, ())):
             event.set()
 
     def wake_all(self) -> None:
@@ -196,7 +210,10 @@ class Hub:
             if keys:
                 now: dict[str, tuple[Any, ...] | None]
                 try:
-                    now = dict(await sync_to_async(_fingerprints, thread_sensitive=False)(keys))
+                    batches = [key for key in keys if key != ANY]
+                    now = dict(await sync_to_async(_fingerprints, thread_sensitive=False)(batches))
+                    if ANY in keys:
+                        now[ANY] = await sync_to_async(_all_fingerprint, thread_sensitive=False)()
                 except Exception:  # the database away for a moment: try again next round
                     log.exception("polling the batches' counters failed")
                     now = {key: seen.get(key) for key in keys}

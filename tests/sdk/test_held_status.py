@@ -206,3 +206,31 @@ def _status_or_timeout(call: Callable[[], requests.Response]) -> str:
         return str(call().status_code)
     except requests.Timeout:
         return "held"
+
+
+def test_portal_streams_push_batch_list_and_queue_changes(asgi_server, member, devices):
+    """The list's and queue's stream (`/batches/events/`) with a signed-in session's cookie."""
+    from django.test import Client
+
+    from batches import services
+
+    server = asgi_server(STATUS_HOLD_SECONDS="20")
+    Device.objects.filter(name="EMU_FREE").update(status=Device.Status.MAINTENANCE)
+    client = Client()
+    client.force_login(member.user)
+    cookies = {"sessionid": client.cookies["sessionid"].value}
+    assert requests.get(f"{server.url}/batches/events/", timeout=5).status_code == 401
+    with requests.get(f"{server.url}/batches/events/", cookies=cookies, stream=True, timeout=20) as stream:
+        assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines) == "retry: 3000"
+        sdk_on(server, member).create_batch(omega_sequence(), [JOB], device_type="EMU_FREE")
+        seen = set()
+        deadline = time.monotonic() + 15
+        while seen != {"event: batches", "event: queue"} and time.monotonic() < deadline:
+            line = next(lines)
+            if line.startswith("event:"):
+                seen.add(line)
+        assert seen == {"event: batches", "event: queue"}
+    services_batch = member.project.batches.get()
+    services.cancel_batch(services_batch, by=member.user)
