@@ -234,3 +234,32 @@ def test_portal_streams_push_batch_list_and_queue_changes(asgi_server, member, d
         assert seen == {"event: batches", "event: queue"}
     services_batch = member.project.batches.get()
     services.cancel_batch(services_batch, by=member.user)
+
+
+def test_a_restart_answers_held_requests_at_once_and_the_next_server_holds_again(asgi_server, member, devices):
+    """SIGTERM (a deploy, `make run` stopping): held requests answer their current status at once
+    instead of keeping the old process up for the rest of their hold; the client's next request,
+    to the new process, is held again."""
+    server = asgi_server(STATUS_HOLD_SECONDS="20")
+    Device.objects.filter(name="EMU_FREE").update(status=Device.Status.MAINTENANCE)
+    batch = sdk_on(server, member).create_batch(omega_sequence(), [JOB], device_type="EMU_FREE")
+    answers: list[tuple[float, Any]] = []
+
+    def held() -> None:
+        response = _api(server, member, f"/api/v1/batches/{batch.id}/status")
+        answers.append((time.monotonic(), response.json()))
+
+    waiter = threading.Thread(target=held)
+    waiter.start()
+    time.sleep(2)
+    stopped = time.monotonic()
+    server.proc.terminate()
+    waiter.join(timeout=30)
+    assert answers, "the held request got no answer"
+    answered, body = answers[0]
+    assert answered - stopped < 8 and body["data"]["status"] == "PENDING"
+    server.proc.wait(timeout=30)
+    again = asgi_server(STATUS_HOLD_SECONDS="3")
+    started = time.monotonic()
+    body = _api(again, member, f"/api/v1/batches/{batch.id}/status").json()
+    assert body["data"]["jobs_count_per_status"]["PENDING"] == 1 and time.monotonic() - started >= 2.5
