@@ -55,6 +55,7 @@ def run(page: Any, base: str, session: Any, batch_id: str, jobs: int, *, push: b
         page.wait_for_function(f"() => window.doneAt[{done}] !== undefined", timeout=60_000)
         shown = page.evaluate(f"() => window.doneAt[{done}]")
         end = Job.objects.filter(batch_id=batch_id).order_by("-order").values_list("end_timestamp", flat=True)[0]
+        assert end is not None
         lags.append(shown - end.timestamp())
         time.sleep(0.5)  # the page settles (its poll interval stays at 2 s: things change)
     if not push:

@@ -222,10 +222,10 @@ def test_portal_streams_push_batch_list_and_queue_changes(asgi_server, member, d
     assert requests.get(f"{server.url}/batches/events/", timeout=5).status_code == 401
     with requests.get(f"{server.url}/batches/events/", cookies=cookies, stream=True, timeout=20) as stream:
         assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
-        lines = stream.iter_lines(decode_unicode=True)
+        lines = (str(line) for line in stream.iter_lines(decode_unicode=True))
         assert next(lines) == "retry: 3000"
         sdk_on(server, member).create_batch(omega_sequence(), [JOB], device_type="EMU_FREE")
-        seen = set()
+        seen: set[str] = set()
         deadline = time.monotonic() + 15
         while seen != {"event: batches", "event: queue"} and time.monotonic() < deadline:
             line = next(lines)
