@@ -32,5 +32,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:8000/readyz', headers={'X-Forwarded-Proto': 'https'}), timeout=4)"]
 
-# web: gunicorn; worker: `celery -A portal worker -Q default,device.EMU_FREE`; beat: `celery -A portal beat`.
-CMD ["gunicorn", "portal.wsgi", "-b", "0.0.0.0:8000", "-w", "3", "--threads", "4", "--access-logfile", "-"]
+# web: gunicorn (ASGI); worker: `celery -A portal worker -Q default,device.EMU_FREE`; beat: `celery -A portal beat`.
+# ASGI (uvicorn's gunicorn worker): held status requests and the portal's event streams wait on
+# the event loop, not in a thread (issue 19).
+CMD ["gunicorn", "portal.asgi:application", "-k", "uvicorn.workers.UvicornWorker", "-b", "0.0.0.0:8000", "-w", "3", "--access-logfile", "-"]

@@ -1,5 +1,6 @@
-"""gunicorn's settings: read from the working directory by `gunicorn portal.wsgi` (make run,
-the Dockerfile, the benchmarks); command-line options (bind, workers, threads) add to them."""
+"""gunicorn's settings: read from the working directory by `gunicorn portal.asgi:application -k
+uvicorn.workers.UvicornWorker` (make run, the Dockerfile) and `gunicorn portal.wsgi`
+(benchmarks); command-line options (bind, workers, threads) add to them."""
 
 import gc
 

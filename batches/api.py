@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from ninja import Body, Query, Router, Schema
 from pydantic import BeforeValidator, Field, WithJsonSchema
@@ -17,12 +19,14 @@ from batches.models import Batch, BatchStatus, Priority
 from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import JobStatus
 from jobs.schemas import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, job_json, rows_json
+from portal import events
 from portal.access import project_for, request_user
-from portal.api import ERRORS, check_depth, committed, envelope, ok, render
+from portal.api import ERRORS, check_depth, committed, envelope, ok, release_connection, render
 from portal.errors import Conflict, NotFound
 from portal.wire import INT_MAX, check_json
 
 router = Router(tags=["batches"])
+ACTIVE_STATUSES = (BatchStatus.PENDING, BatchStatus.RUNNING)
 
 
 class JobIn(Schema):
@@ -262,10 +266,40 @@ def get_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
     return ok(batch_json(batch, with_sequence=True, with_jobs=True))
 
 
+def _batch_status(user: User, batch_id: UUID) -> tuple[str, dict[str, int]]:
+    try:
+        batch = services.get_batch_for(user, batch_id)
+        return batch.status, batch.job_counts
+    finally:
+        release_connection()
+
+
+def _still_running(state: tuple[str, dict[str, int]]) -> bool:
+    status, counts = state
+    return status in ACTIVE_STATUSES and bool(counts[JobStatus.PENDING] or counts[JobStatus.RUNNING])
+
+
+def _ended_jobs(state: tuple[str, dict[str, int]]) -> int:
+    return sum(count for status, count in state[1].items() if status not in (JobStatus.PENDING, JobStatus.RUNNING))
+
+
 @router.get("/api/v1/batches/{batch_id}/status", response={200: envelope(BatchStatusOut), **ERRORS})
-def get_batch_status(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
-    batch = services.get_batch_for(request_user(request), batch_id)
-    return ok({"status": batch.status, "jobs_count_per_status": batch.job_counts})
+async def get_batch_status(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
+    """Held (issue 19): while the batch has pending or running jobs, answer when one of them
+    ends, the batch ends, or STATUS_HOLD_SECONDS pass, whichever comes first. Async: a held
+    request costs no thread."""
+    user = request_user(request)
+    state = await sync_to_async(_batch_status)(user, batch_id)
+    if settings.STATUS_HOLD_SECONDS > 0 and _still_running(state):
+        ended = _ended_jobs(state)
+        state = await events.hold(
+            request,
+            batch_id,
+            lambda: sync_to_async(_batch_status)(user, batch_id),
+            lambda now: not _still_running(now) or _ended_jobs(now) > ended,
+        )
+    status, counts = state
+    return ok({"status": status, "jobs_count_per_status": counts})
 
 
 @router.patch("/api/v2/batches/{batch_id}/complete", response={200: envelope(BatchOut), **ERRORS})

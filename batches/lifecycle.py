@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from batches.models import Batch, BatchStatus
 from jobs.models import Job, JobStatus
-from portal import credits
+from portal import credits, events
 from portal.celery import SEND_WEBHOOK, send_task
 
 ACTIVE_BATCH_STATUSES = (BatchStatus.PENDING, BatchStatus.RUNNING)
@@ -52,6 +52,7 @@ def lock_batch(batch_id: UUID | str, **conditions: Any) -> Batch | None:
 def notify(batch_id: UUID) -> None:
     """Queue the batch's webhook once the transaction that ended the batch commits."""
     transaction.on_commit(lambda: send_task(SEND_WEBHOOK, str(batch_id)), robust=True)
+    events.batch_changed(batch_id)
 
 
 # --- Batches -------------------------------------------------------------------------------
@@ -59,11 +60,12 @@ def notify(batch_id: UUID) -> None:
 
 def start_batch(batch_id: UUID, *, now: datetime) -> bool:
     """Rule 1's transition: a PENDING batch takes a slot (the scheduler chose it)."""
-    return bool(
-        Batch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
-            status=BatchStatus.RUNNING, start_datetime=now, last_activity_at=now
-        )
+    won = Batch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
+        status=BatchStatus.RUNNING, start_datetime=now, last_activity_at=now
     )
+    if won:
+        events.batch_changed(batch_id)
+    return bool(won)
 
 
 def finish_batch(batch_id: UUID, *, now: datetime | None = None) -> bool:
@@ -81,7 +83,10 @@ def finish_batch(batch_id: UUID, *, now: datetime | None = None) -> bool:
 
 def close_batch(batch_id: UUID) -> bool:
     """Rule 6: an open batch stops taking jobs; closing a closed one changes nothing."""
-    return bool(Batch.objects.filter(pk=batch_id, open=True).update(open=False, last_activity_at=timezone.now()))
+    won = Batch.objects.filter(pk=batch_id, open=True).update(open=False, last_activity_at=timezone.now())
+    if won:
+        events.batch_changed(batch_id)
+    return bool(won)
 
 
 def time_out_batch(batch_id: UUID, *, now: datetime | None = None, idle_since: datetime | None = None) -> bool:
@@ -181,6 +186,7 @@ def claim_job(job: Job, owner: str, *, now: datetime | None = None) -> bool:
             )
         )
     if won:
+        events.batch_changed(job.batch_id)
         job.status, job.start_timestamp, job.lease_owner = JobStatus.RUNNING, now, owner
         job.lease_expires_at, job.attempts = lease_until(now), job.attempts + 1
     return bool(won)
@@ -219,6 +225,7 @@ def end_job(
             return False
         if refund:
             credits.refund_job(job, by=None, reason=(errors or ["Backend failure."])[0])
+        events.batch_changed(job.batch_id)  # wakes the held status requests (issue 19)
         finish_batch(job.batch_id, now=now)
     return True
 
@@ -239,6 +246,8 @@ def hand_back_job(job: Job, owner: str) -> bool:
             dispatches=0,
             attempts=F("attempts") - 1,
         )
+        if won:
+            events.batch_changed(job.batch_id)
     return bool(won)
 
 
@@ -274,6 +283,7 @@ def release_expired_lease(job: Job, *, now: datetime) -> bool:
                 credits.refund_job(job, by=None, reason=message)
         if won:
             Batch.objects.filter(pk=job.batch_id).update(last_activity_at=now)
+            events.batch_changed(job.batch_id)
             finish_batch(job.batch_id, now=now)
     return bool(won)
 
@@ -305,6 +315,7 @@ def stop_pending_jobs(
     )
     refunded = credits.refund_jobs(jobs, by=by, reason=reason)
     Batch.objects.filter(pk=batch_id).update(last_activity_at=now)
+    events.batch_changed(batch_id)
     for job in jobs:
         job.status, job.end_timestamp, job.errors = status, now, errors
     return CancelReport(canceled=jobs, refunded=refunded)

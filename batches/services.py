@@ -30,7 +30,7 @@ from batches.models import WORKLOAD_TAG, Batch, BatchStatus, Priority, Workload
 from batches.webhooks import check_webhook_url
 from jobs.filters import filter_jobs
 from jobs.models import Job, JobStatus
-from portal import credits
+from portal import credits, events
 from portal.bulk import insert_rows
 from portal.errors import Conflict, InvalidInput, NotFound
 from portal.models import Project
@@ -224,6 +224,7 @@ def create_batch(
         credits.charge_jobs(batch, [(row["id"], row["price"]) for row in rows], by=user)
         insert_rows(Job, rows)
         transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
+        events.batch_changed(batch.pk)
     batch.created_jobs = rows
     return batch
 
@@ -278,6 +279,7 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
         insert_rows(Job, rows)
         Batch.objects.filter(pk=batch.pk).update(jobs_count=F("jobs_count") + len(specs), last_activity_at=now)
         credits.charge_jobs(locked, [(row["id"], row["price"]) for row in rows], by=by)
+        events.batch_changed(batch.pk)
         if idle_running:
             first = rows[0]["id"]
             transaction.on_commit(lambda: scheduler.send_jobs([first], device.queue), robust=True)

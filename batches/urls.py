@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from django.urls import path
 
-from batches import views
+from batches import streams, views
 
 app_name = "batches"
 urlpatterns = [
     path("", views.batch_list, name="list"),
     path("new/", views.new_batch, name="new"),
+    path("events/", streams.project_events, name="project_events"),
     path("<uuid:batch_id>/", views.batch_detail, name="detail"),
+    path("<uuid:batch_id>/events/", streams.batch_events, name="events"),
     path("<uuid:batch_id>/cancel/", views.cancel_batch, name="cancel"),
     path("<uuid:batch_id>/close/", views.close_batch, name="close"),
     path("<uuid:batch_id>/cancel-jobs/", views.cancel_jobs, name="cancel_jobs"),

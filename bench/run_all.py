@@ -27,6 +27,10 @@ SCENARIOS: list[tuple[str, str, list[str], list[str]]] = [
     ("8-embedded-pipeline", "bench/pipeline.py", ["--db", "sqlite", "--jobs", "20"], ["--db", "sqlite", "--jobs", "8"]),
     ("backends", "bench/backends.py", [], []),
     ("9-scale", "bench/scale.py", [], ["--processes", "1,2,4", "--jobs", "8", "--reps", "1"]),
+    ("19-sdk-loop", "bench/sdk_loop.py", [], ["--iterations", "5"]),
+    ("19-sdk-loop-embedded", "bench/sdk_loop.py", ["--db", "sqlite"], ["--db", "sqlite", "--iterations", "5"]),
+    ("19-held-load", "bench/held_load.py", [], ["--held", "100", "--gets", "50"]),
+    ("19-portal-push", "bench/portal_push.py", [], ["--jobs", "5"]),
 ]
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core import signing
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from ninja import Query, Router
 
 from batches import services
 from jobs.filters import JobFilter, count_jobs, filter_jobs, jobs_for, page
-from jobs.models import Job
+from jobs.models import Job, JobStatus
 from jobs.results import open_result, unsign_job
 from jobs.schemas import (
     JOB_COLUMNS,
@@ -22,8 +24,9 @@ from jobs.schemas import (
     job_json,
     rows_json,
 )
+from portal import events
 from portal.access import request_user
-from portal.api import ERRORS, committed, envelope, json_response, ok
+from portal.api import ERRORS, committed, envelope, json_response, ok, release_connection
 from portal.errors import NotFound
 
 router = Router(tags=["jobs"])
@@ -51,12 +54,31 @@ def get_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
     return ok(job_json(get_job_for(request.user, job_id), with_sequence=True))
 
 
-@router.get("/api/v1/jobs/{job_id}/status", response={200: envelope(JobStatusOut), **ERRORS})
-def get_job_status(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
-    status = jobs_for(request.user).filter(pk=job_id).values_list("status", flat=True).first()
-    if status is None:
+def _job_status(user: Any, job_id: UUID) -> tuple[str, UUID]:
+    try:
+        row = jobs_for(user).filter(pk=job_id).values_list("status", "batch_id").first()
+    finally:
+        release_connection()
+    if row is None:
         raise NotFound(f"Job {job_id} not found.")
-    return ok({"status": status})
+    return row
+
+
+def _job_running(state: tuple[str, UUID]) -> bool:
+    return state[0] in (JobStatus.PENDING, JobStatus.RUNNING)
+
+
+@router.get("/api/v1/jobs/{job_id}/status", response={200: envelope(JobStatusOut), **ERRORS})
+async def get_job_status(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
+    """Held like the batch's status (issue 19): a pending or running job answers when it ends
+    (its batch's events wake it), or after STATUS_HOLD_SECONDS."""
+    user = request.user
+    state = await sync_to_async(_job_status)(user, job_id)
+    if settings.STATUS_HOLD_SECONDS > 0 and _job_running(state):
+        state = await events.hold(
+            request, state[1], lambda: sync_to_async(_job_status)(user, job_id), lambda now: not _job_running(now)
+        )
+    return ok({"status": state[0]})
 
 
 @router.patch("/api/v2/jobs/{job_id}/cancel", response={200: envelope(JobOut), **ERRORS})

@@ -29,6 +29,13 @@ from portal.wire import dumps
 log = logging.getLogger(__name__)
 
 
+def release_connection() -> None:
+    """Close this thread's database connection, outside a transaction: a held request (issue 19)
+    reads now and then over many seconds, and must not keep a connection the while."""
+    if not transaction.get_connection().in_atomic_block:
+        transaction.get_connection().close()
+
+
 class BearerToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         user = user_for_token(token)
@@ -173,7 +180,10 @@ def _error(request: HttpRequest, status: int, message: str, field: str | None = 
 
 @api.exception_handler(TweezerError)
 def _domain_error(request: HttpRequest, exc: TweezerError) -> HttpResponse:
-    return _error(request, exc.status_code, exc.message, exc.field)
+    response = _error(request, exc.status_code, exc.message, exc.field)
+    if "retry_after" in exc.details:  # 429: the SDK waits this long before trying again
+        response["Retry-After"] = str(exc.details["retry_after"])
+    return response
 
 
 @api.exception_handler(AuthenticationError)

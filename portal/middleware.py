@@ -1,13 +1,21 @@
-"""Request and response plumbing: gzip'd request bodies (the SDK sends them) and a CSP."""
+"""Request and response plumbing: gzip'd request bodies (the SDK sends them), a CSP, static files.
+
+Every middleware here works in both modes: under ASGI, one sync-only middleware would make
+Django run everything below it, the held requests' async views included, in a thread each
+(issue 19).
+"""
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -21,13 +29,42 @@ def _fail(status: int, message: str) -> JsonResponse:
     )
 
 
-class GzipRequestMiddleware:
+class _BothModes:
+    """A middleware that Django may call from sync or async code, as the chain below it is."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        return self.before(request) or self.after(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        early = self.before(request)
+        if early is not None:
+            return early
+        response: Awaitable[HttpResponse] = self.get_response(request)
+        return self.after(request, await response)
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class GzipRequestMiddleware(_BothModes):
     """Decompress `Content-Encoding: gzip` bodies with a cap on the inflated size (zip bombs)."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        # Under ASGI the body is already in memory (or a spooled file): reading it does not block.
         encoding = request.headers.get("Content-Encoding", "").lower()
         if encoding in ("gzip", "x-gzip"):
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -44,20 +81,45 @@ class GzipRequestMiddleware:
             request._body = body  # type: ignore[attr-defined]
             request.META["CONTENT_LENGTH"] = str(len(body))
             del request.META["HTTP_CONTENT_ENCODING"]
-        return self.get_response(request)
+        return None
 
 
-class ContentSecurityPolicyMiddleware:
+class ContentSecurityPolicyMiddleware(_BothModes):
     """Scripts and styles from our own origin only: htmx is vendored, no inline handlers."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if request.path.startswith("/api/docs"):
             return response  # the OpenAPI explorer page ships its own inline bootstrap
         response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
+    """WhiteNoise, which is sync only, made usable in async chains: the file lookup is a dict
+    lookup (or, with finders in DEBUG, a file-system search, then run in a thread)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(get_response, *args, **kwargs)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh:
+            static_file = await sync_to_async(self.find_file)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve)(static_file, request)  # type: ignore[no-any-return]
+        response: HttpResponse = await self.get_response(request)
         return response
 
 

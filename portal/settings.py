@@ -46,7 +46,7 @@ MIDDLEWARE = [
     "ops.middleware.OpsEndpointsMiddleware",  # /healthz, /readyz, /metrics: before host checks
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.middleware.StaticFilesMiddleware",
     "portal.middleware.ContentSecurityPolicyMiddleware",
     "portal.middleware.GzipRequestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -204,6 +204,19 @@ QPU_MAX_WAIT_SECONDS = float(env_str("QPU_MAX_WAIT_SECONDS", "3600"))  # then ER
 
 # Celery: one queue per device (`device.<NAME>`), late acks, one message at a time.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+
+# Held status requests and the portal's event stream (issue 19, README "Instant results"): a
+# status request on a batch or job that is not over waits up to STATUS_HOLD_SECONDS (0: never;
+# keep it under the SDK's 30 s HTTP timeout) for one of its jobs to end. Wake-ups travel by
+# Redis pub/sub (EVENTS_URL, the broker's by default when it is Redis), else by a short poll.
+STATUS_HOLD_SECONDS = float(env_str("STATUS_HOLD_SECONDS", "20"))
+EVENTS_URL = env_str("EVENTS_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "")
+EVENTS_CHANNEL = env_str("EVENTS_CHANNEL", "tweezer:batch:")
+EVENTS_POLL_SECONDS = float(env_str("EVENTS_POLL_SECONDS", "0.1"))
+HOLD_MAX_PER_PROCESS = env_int("HOLD_MAX_PER_PROCESS", 1000)
+HOLD_MAX_PER_TOKEN = env_int("HOLD_MAX_PER_TOKEN", 100)
+HOLD_RETRY_AFTER_SECONDS = env_int("HOLD_RETRY_AFTER_SECONDS", 2)
+SSE_STREAM_SECONDS = env_int("SSE_STREAM_SECONDS", 300)
 BROKER_DIR = Path(env_str("CELERY_BROKER_DIR", str(VAR_DIR / "broker")))
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):

@@ -13,6 +13,10 @@ os.environ.setdefault("TWEEZER_VAR_DIR", str(_BASE / "var" / "test"))
 os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE", "1")
 os.environ.setdefault("TICK_SECONDS", "1")
 os.environ.setdefault("JOB_REDISPATCH_SECONDS", "5")
+# Status requests answer at once in the test client and live_server (WSGI, a thread each); the
+# held-request tests (tests/sdk/test_held_status.py) start an ASGI server with holds on.
+os.environ.setdefault("STATUS_HOLD_SECONDS", "0")
+os.environ.setdefault("EVENTS_CHANNEL", "tweezer-test:batch:")  # pub/sub ignores Redis' DB numbers
 
 from portal.settings import *  # noqa: E402,F403
 

@@ -252,7 +252,8 @@ def test_batches_list_filters_by_status_tag_and_open(member, devices, client_for
 def _live_attrs(html: str) -> tuple[str, str]:
     import re
 
-    match = re.search(r'id="batch-live"[^>]*hx-get="([^"]+)" hx-trigger="every (\d+)s"', html)
+    # Refreshed on the batch's server-sent event (issue 19), and by a backed-off poll as the fallback.
+    match = re.search(r'id="batch-live"[^>]*hx-get="([^"]+)" hx-trigger="sse:batch, every (\d+)s"', html)
     assert match, "the live region does not poll"
     return match.group(1).replace("&amp;", "&"), match.group(2)
 
@@ -466,3 +467,18 @@ def test_batches_list_shows_counts_in_lifecycle_order_from_the_batch_rows_alone(
     with CaptureQueriesContext(connection) as queries:
         client.get(reverse("batches:list"))
     assert not [q["sql"] for q in queries.captured_queries if "jobs_job" in q["sql"]]  # no count of jobs
+
+
+def test_batch_event_stream_checks_access_like_the_page(member, make_member, devices, client_for):
+    """The stream itself runs under ASGI (tests/browser/test_batch_page_sse.py); here, its checks."""
+    batch = _batch(member, n_jobs=1)
+    url = reverse("batches:events", args=[batch.pk])
+    assert Client().get(url).status_code == 401
+    assert client_for(make_member()).get(url).status_code == 404  # another project's batch: no leak
+    # Under WSGI (this test client, the live server) a stream would take a thread for its whole
+    # life: 204, and the page polls.
+    assert client_for(member).get(url).status_code == 204
+    html = client_for(member).get(reverse("batches:detail", args=[batch.pk])).content.decode()
+    assert f'sse-connect="{url}"' in html and 'hx-ext="sse"' in html
+    services.cancel_batch(batch, by=member.user)
+    assert client_for(member).get(url).status_code == 204  # over: EventSource stops reconnecting

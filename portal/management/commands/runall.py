@@ -1,4 +1,4 @@
-"""`make run`: web (gunicorn), a Celery worker for every device queue, and beat, in one command."""
+"""`make run`: web (gunicorn, ASGI), a Celery worker for every device queue, and beat, in one command."""
 
 from __future__ import annotations
 
@@ -43,6 +43,23 @@ def worker_command(queues: list[str], *, concurrency: int, name: str = "worker")
     ]
 
 
+def web_command(bind: str, *, workers: int) -> list[str]:
+    """gunicorn with uvicorn's workers: ASGI, so held requests and event streams take no thread
+    (issue 19); sync views run in asgiref's threads."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "portal.asgi:application",
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "-b",
+        bind,
+        "-w",
+        str(workers),
+    ]
+
+
 def _answers(bind: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{bind}/login/", timeout=1) as response:
@@ -63,18 +80,7 @@ class Command(BaseCommand):
         queues = ["default", *(d.queue for d in Device.objects.all())]
         beat_schedule = str(settings.VAR_DIR / "celerybeat-schedule")
         commands = {
-            "web": [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "portal.wsgi",
-                "-b",
-                options["bind"],
-                "-w",
-                "2",
-                "--threads",
-                "4",
-            ],
+            "web": web_command(options["bind"], workers=2),
             "worker": worker_command(queues, concurrency=options["concurrency"]),
             "beat": [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "warning", "-s", beat_schedule],
         }
