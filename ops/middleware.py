@@ -5,10 +5,17 @@ redirect applies to it."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from health_check.views import HealthCheckView
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ops.health import READY_CHECKS
+from ops.metrics import exposition
 
 #: The operations endpoints: the deployment manifests' probes and scrapes use these paths.
 PATHS = ("/healthz", "/readyz", "/metrics")
@@ -19,15 +26,10 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 
 def readyz(request: HttpRequest) -> HttpResponse:
-    from asgiref.sync import async_to_sync
-    from health_check.views import HealthCheckView
-
-    from ops.health import READY_CHECKS
-
     view = HealthCheckView.as_view(checks=READY_CHECKS)
     if "format" not in request.GET and "HTTP_ACCEPT" not in request.META:
         request.META["HTTP_ACCEPT"] = "text/plain"  # a probe's plain GET: text, not the HTML page
-    response: HttpResponse = async_to_sync(view)(request)  # the view is async; the web server is WSGI
+    response: HttpResponse = async_to_sync(view)(request)  # the package's view is async; ours is sync
     if response.status_code == 500:
         response.status_code = 503  # not ready: Service Unavailable (the package answers 500)
     return response
@@ -42,10 +44,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
         response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    from ops.metrics import exposition
-
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
@@ -53,11 +51,32 @@ VIEWS: dict[str, Callable[[HttpRequest], HttpResponse]] = {"/healthz": healthz, 
 
 
 class OpsEndpointsMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    """Sync or async, as the chain below it: an async chain keeps held requests off threads
+    (issue 19), so the endpoints' database reads go to a thread here."""
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        view = VIEWS.get(request.path_info.rstrip("/") or "/")
-        if view is not None and request.method in ("GET", "HEAD"):
-            return view(request)
-        return self.get_response(request)
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        view = _view_for(request)
+        return view(request) if view is not None else self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        view = _view_for(request)
+        if view is not None:
+            return await sync_to_async(view)(request)
+        response: Awaitable[HttpResponse] = self.get_response(request)
+        return await response
+
+
+def _view_for(request: HttpRequest) -> Callable[[HttpRequest], HttpResponse] | None:
+    view = VIEWS.get(request.path_info.rstrip("/") or "/")
+    return view if view is not None and request.method in ("GET", "HEAD") else None
