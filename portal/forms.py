@@ -48,6 +48,12 @@ class BatchFilterForm(forms.Form):
         required=False, queryset=Device.objects.all(), to_field_name="name", empty_label="Any device"
     )
     open = forms.ChoiceField(required=False, choices=[("", "Open or closed"), ("1", "Open"), ("0", "Closed")])
+    # A batch's own status says whether it ran, not how its jobs ended: DONE batches can hold failed jobs.
+    errors = forms.ChoiceField(  # type: ignore[assignment]  # a field named like Form.errors, as on JobFilterForm
+        required=False,
+        label="Failed jobs",
+        choices=[("", "With or without"), ("1", "Has errors"), ("0", "No errors")],
+    )
     tag = forms.CharField(required=False, max_length=100)
     user = forms.CharField(required=False, max_length=150, label="Submitted by")
     start = forms.DateField(required=False, widget=DateInput, label="From")
@@ -71,6 +77,7 @@ class BatchFilterForm(forms.Form):
             device_types=[data["device"].name] if data.get("device") else None,
             open=data["open"] == "1" if data.get("open") else None,
             tag=data.get("tag"),
+            has_errors=data["errors"] == "1" if data.get("errors") else None,
             username=data.get("user"),
             start=_day_start(data.get("start")),
             end=_day_end(data.get("end")),
@@ -134,26 +141,45 @@ class NewBatchForm(forms.Form):
         sequence = self.cleaned_data["sequence"].read().decode("utf-8", errors="replace")
         upload = self.cleaned_data.get("jobs")
         raw = upload.read().decode("utf-8", errors="replace") if upload else self.cleaned_data.get("jobs_text") or ""
-        if not raw.strip():
-            raise forms.ValidationError("Give the jobs: upload a JSON file, or type them as JSON or as a table.")
-        if raw.lstrip().startswith(("[", "{")):
-            limit = settings.MAX_JSON_DEPTH
-            if not json_depth_ok(raw, limit):
-                raise forms.ValidationError(f"The jobs are nested deeper than {limit} levels.")
-            try:
-                jobs = json.loads(raw)
-            except ValueError as exc:
-                raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
-        else:
-            jobs = jobs_from_table(raw)
-        try:
-            check_json(jobs, "jobs")
-        except InvalidInput as exc:
-            raise forms.ValidationError(exc.message) from exc
-        return sequence, jobs
+        return sequence, parse_jobs(raw)
 
     def tag_list(self) -> list[str]:
         return [t.strip() for t in (self.cleaned_data.get("tags") or "").split(",") if t.strip()]
+
+
+def parse_jobs(raw: str) -> Any:
+    """Jobs typed as JSON or as a table of variables, as the API's jobs list (the API checks them)."""
+    if not raw.strip():
+        raise forms.ValidationError("Give the jobs: upload a JSON file, or type them as JSON or as a table.")
+    if raw.lstrip().startswith(("[", "{")):
+        limit = settings.MAX_JSON_DEPTH
+        if not json_depth_ok(raw, limit):
+            raise forms.ValidationError(f"The jobs are nested deeper than {limit} levels.")
+        try:
+            jobs = json.loads(raw)
+        except ValueError as exc:
+            raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
+    else:
+        jobs = jobs_from_table(raw)
+    try:
+        check_json(jobs, "jobs")
+    except InvalidInput as exc:
+        raise forms.ValidationError(exc.message) from exc
+    return jobs
+
+
+class AddJobsForm(forms.Form):
+    """Jobs for an open batch, typed as on the new-batch form; `services.add_jobs` checks them."""
+
+    jobs_text = forms.CharField(
+        label="Jobs as JSON or as a table of variables",
+        help_text="A header row (runs, then the sequence's variables), one job per row; or a JSON list of "
+        "{runs, variables}.",
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "runs,omega_max\n100,9.5"}),
+    )
+
+    def read(self) -> Any:
+        return parse_jobs(self.cleaned_data["jobs_text"])
 
 
 def _cell(text: str) -> Any:

@@ -35,3 +35,19 @@ def duration_short(value: timedelta | None) -> str:
     if seconds < 3600:
         return f"{round(seconds / 60)} min"
     return f"{seconds // 3600} h {round(seconds % 3600 / 60)} min"
+
+
+@register.filter
+def clock(value: timedelta | None) -> str:
+    """A countdown as mm:ss (h:mm:ss past an hour)."""
+    if value is None:
+        return "—"
+    seconds = max(0, int(value.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+@register.filter
+def refund_of(ledger: list[Any]) -> Any:
+    """The REFUND line among a job's ledger lines, if it was refunded."""
+    return next((t for t in ledger if t.kind == "REFUND"), None)
