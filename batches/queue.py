@@ -117,7 +117,10 @@ def _occupancy(batch: QueuedBatch, begins: datetime, per_run: float, now: dateti
     work_ends = max(begins, now) + timedelta(seconds=batch.runs_left * per_run)
     if not batch.open:
         return work_ends
-    idle_from = work_ends if batch.jobs_left else max(batch.last_activity_at, begins)
+    if batch.jobs_left:
+        idle_from = work_ends
+    else:  # a running batch has been idle since its last activity; a waiting one will be from its start
+        idle_from = batch.last_activity_at if batch.status == BatchStatus.RUNNING else begins
     times_out = idle_from + timedelta(seconds=settings.OPEN_BATCH_TIMEOUT)
     closes = (batch.start_datetime or begins) + timedelta(seconds=settings.OPEN_BATCH_MAX_SECONDS)
     return max(now, min(times_out, max(closes, work_ends)))
