@@ -29,7 +29,7 @@ from jobs.filters import filter_jobs
 from jobs.models import JobStatus
 from portal.access import current_project_for, request_user
 from portal.errors import NotFound, TweezerError
-from portal.forms import AddJobsForm, BatchFilterForm, JobFilterForm, NewBatchForm
+from portal.forms import AddJobsForm, BatchFilterForm, JobFilterForm, NewBatchForm, in_physicist_words
 
 JOBS_PER_PAGE = 50
 POLL_FIRST, POLL_MAX = 2, 20
@@ -426,7 +426,7 @@ def new_batch(request: HttpRequest) -> HttpResponse:
                 tags=form.tag_list(),
             )
         except TweezerError as exc:
-            form.add_error(None, exc.message)
+            form.add_error(None, in_physicist_words(exc.message))
         except ValidationError as exc:
             form.add_error(None, exc)
         else:

@@ -210,3 +210,54 @@ def test_download_selected_can_take_every_job_matching_the_filter_across_pages(m
     response = client.post(reverse("batches:download", args=[batch.pk]), {"all_matching": "1", "status": "DONE"})
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert len(json.loads(archive.read("manifest.json"))["jobs"]) == 60
+
+
+# --- 8. The new-batch form keeps what was given and speaks a physicist's words ------------------
+
+
+def test_after_an_error_the_new_batch_form_keeps_the_uploaded_sequence_and_says_sequence(member, devices, client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    sequence = seed_mappable_sequence()
+    response = client.post(
+        reverse("batches:new"),
+        {
+            "sequence": SimpleUploadedFile("seq.json", sequence.encode()),
+            "jobs_text": "runs,omega_max\n10,1.0",  # no qubits for a mappable register: refused
+            "device_type": "EMU_FREE",
+        },
+    )
+    html = response.content.decode()
+    assert not Batch.objects.exists()
+    assert "qubits" in _text(html, "form-errors")
+    # The sequence is now in the text area: sending the form again (jobs fixed) needs no upload.
+    kept = re.search(r'<textarea name="sequence_text"[^>]*>\n?(.*?)</textarea>', html, re.S)
+    assert kept and kept.group(1).replace("&quot;", '"') == sequence
+    again = client.post(
+        reverse("batches:new"),
+        {
+            "sequence_text": sequence,
+            "jobs_text": 'runs,omega_max,qubits\n10,1.0,"{""q0"": 1}"',
+            "device_type": "EMU_FREE",
+        },
+        follow=True,
+    )
+    assert "Batch created with 1 job" in again.content.decode()
+    broken = client.post(
+        reverse("batches:new"), {"sequence_text": '{"not": "a sequence"', "jobs_text": "[]", "device_type": "EMU_FREE"}
+    ).content.decode()
+    assert _text(broken, "form-errors").startswith("The sequence is not valid JSON:")
+
+
+def test_a_down_device_is_listed_with_its_reason_but_cannot_be_picked(member, devices, client):
+    from backends.models import Device
+
+    Device.objects.filter(name="FRESNEL").update(status="DOWN", status_reason="Recalibrating the SLM")
+    page = client.get(reverse("batches:new")).content.decode()
+    assert re.search(r'<option value="FRESNEL" disabled[^>]*>FRESNEL — DOWN: Recalibrating the SLM</option>', page)
+    refused = client.post(
+        reverse("batches:new"),
+        {"sequence_text": seed_mappable_sequence(), "jobs_text": "[]", "device_type": "FRESNEL"},
+    ).content.decode()
+    assert "FRESNEL is DOWN: Recalibrating the SLM." in refused
+    assert not Batch.objects.exists()
