@@ -198,16 +198,17 @@ def _render_detail(request: HttpRequest, batch: Batch, add_form: AddJobsForm | N
     now = timezone.now()
     job_filter = form.as_filter()
     jobs = filter_jobs(batch.jobs.all(), job_filter).order_by("order").values(*JOB_ROW_FIELDS)
-    filter_query = _without(request.GET, "page", "poll", "fp")
+    filter_query = _without(request.GET, "page", "poll", "fp", "fk")
     paginator = KnownCountPaginator(jobs, JOBS_PER_PAGE, count=_count_from(counts, job_filter))
     page = paginator.get_page(request.GET.get("page"))
     fingerprint = hashlib.sha1(
         repr((batch.status, batch.open, sorted(counts.items()))).encode(), usedforsecurity=False
     ).hexdigest()[:12]
     poll = _poll_interval(request, fingerprint)
+    forms_key = f"{batch.status}-{int(batch.open)}"
     live_query = request.GET.copy()
-    live_query.update({"poll": str(poll), "fp": fingerprint})
-    for key in ("poll", "fp"):
+    live_query.update({"poll": str(poll), "fp": fingerprint, "fk": forms_key})
+    for key in ("poll", "fp", "fk"):
         live_query.setlist(key, live_query.getlist(key)[-1:])
     context = {
         "batch": batch,
@@ -225,10 +226,11 @@ def _render_detail(request: HttpRequest, batch: Batch, add_form: AddJobsForm | N
         "spent": spent,
         **_progress(counts, batch.jobs_count),
     }
+    context["add_form"] = add_form or AddJobsForm()
     if request.htmx:  # type: ignore[attr-defined]  # set by django_htmx's HtmxMiddleware
+        context["forms_changed"] = request.GET.get("fk") != forms_key
         return render(request, "batches/partials/_live.html", context)
     context["workload_id"] = workloads.workload_id_of(batch)
-    context["add_form"] = add_form or AddJobsForm()
     return render(request, "batches/detail.html", context)
 
 

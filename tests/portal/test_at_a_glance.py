@@ -125,6 +125,21 @@ def test_when_the_batch_ends_the_live_update_drops_cancel_and_offers_the_downloa
     assert 'id="download-all"' in live_region and page.count('id="download-all"') == 1
 
 
+def test_the_add_jobs_and_rebatch_forms_follow_the_status_without_wiping_what_is_typed(member, devices, client):
+    batch = _batch(member, n_jobs=1, open=True)
+    page = client.get(reverse("batches:detail", args=[batch.pk])).content.decode()
+    assert 'id="add-jobs"' in page and 'id="rebatch"' not in page
+    live_url = re.search(r'id="batch-live"[^>]*hx-get="([^"]+)"', page)
+    assert live_url
+    url = live_url.group(1).replace("&amp;", "&")
+    quiet = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="batch-add-jobs" hx-swap-oob' not in quiet  # nothing changed: the form is left alone
+    services.close_batch(batch, by=member.user)
+    changed = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert re.search(r'<div id="batch-add-jobs" hx-swap-oob="true">\s*</div>', changed)  # the form goes
+    assert re.search(r'id="batch-rebatch" hx-swap-oob="true">\s*<details class="card" id="rebatch">', changed)
+
+
 # --- 4. Open batches say what they are doing ----------------------------------------------------
 
 
