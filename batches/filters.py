@@ -33,6 +33,7 @@ def filter_batches(
     open: bool | None = None,
     priorities: Iterable[int] | None = None,
     tag: str | None = None,
+    has_errors: bool | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> QuerySet[Batch]:
@@ -56,6 +57,9 @@ def filter_batches(
         qs = qs.filter(priority__in=priorities)
     if tag:
         qs = qs.filter(has_tag(tag))
+    if has_errors is not None:
+        # The batch row's own counter: no join over its jobs.
+        qs = qs.filter(error_jobs__gt=0) if has_errors else qs.filter(error_jobs=0)
     if start:
         qs = qs.filter(created_at__gte=start)
     if end:

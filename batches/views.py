@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 import hashlib
-import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Avg, F, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_POST
 
 from backends.models import Device
 from batches import services, workloads
 from batches.models import Batch, BatchStatus
+from batches.progress import outcome
+from batches.queue import read_queue
 from jobs.downloads import results_zip_response
 from jobs.filters import filter_jobs
 from jobs.models import JobStatus
 from portal.access import current_project_for, request_user
 from portal.errors import NotFound, TweezerError
-from portal.forms import BatchFilterForm, JobFilterForm, NewBatchForm
+from portal.forms import AddJobsForm, BatchFilterForm, JobFilterForm, NewBatchForm, in_physicist_words
 
 JOBS_PER_PAGE = 50
 POLL_FIRST, POLL_MAX = 2, 20
@@ -121,30 +123,56 @@ def _with_counts(batches: list[Batch]) -> list[dict[str, Any]]:
 
 
 def _progress(counts: dict[str, int], total: int) -> dict[str, Any]:
-    finished = sum(counts.get(s, 0) for s in (JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELED))
-    percent = round(100 * finished / total) if total else 0
-    return {"finished": finished, "percent": percent, "percent_step": 5 * round(percent / 5)}
+    return outcome(counts, total)
 
 
-def queue_position(batch: Batch) -> dict[str, Any] | None:
-    """Where a PENDING batch waits in its device's queue, and a rough ETA from recent batches."""
+def queue_position(batch: Batch, now: datetime) -> dict[str, Any] | None:
+    """Where a PENDING batch waits in its device's queue, when it should start (a p50-p90 band
+    from the work ahead, batches/queue.py) and what holds the queue."""
     if batch.status != BatchStatus.PENDING:
         return None
-    ahead = Batch.objects.filter(device_id=batch.device_id, status=BatchStatus.PENDING).filter(
-        Q(priority__gt=batch.priority) | Q(priority=batch.priority, created_at__lt=batch.created_at)
-    )
-    position = ahead.count() + 1
-    recent = Batch.objects.filter(
-        device_id=batch.device_id, status=BatchStatus.DONE, start_datetime__isnull=False, end_datetime__isnull=False
-    ).order_by("-end_datetime")[:20]
-    average = Batch.objects.filter(pk__in=recent.values("pk")).aggregate(d=Avg(F("end_datetime") - F("start_datetime")))
-    duration = average["d"]
-    device = batch.device
+    mine = next((e for e in read_queue(batch.device, now=now) if e.batch.id == batch.pk), None)
+    if mine is None:  # started or canceled since the batch was read
+        return None
     eta = None
-    if device.status == Device.Status.UP and isinstance(duration, timedelta):
-        rounds = math.ceil(position / max(device.slots, 1))
-        eta = duration * rounds
-    return {"position": position, "eta": eta, "device_status": device.status}
+    if mine.start is not None:
+        eta = {
+            "p50": mine.start[0] - now,
+            "p90": mine.start[1] - now,
+            "jobs_ahead": mine.jobs_ahead,
+            "runs_ahead": mine.runs_ahead,
+            "seconds_per_run": mine.seconds_per_run,
+        }
+    return {
+        "position": mine.position,
+        "eta": eta,
+        "device_status": batch.device.status,
+        "slots": batch.device.slots,
+        "blockers": mine.blockers,
+    }
+
+
+def open_state(batch: Batch, now: datetime) -> dict[str, Any] | None:
+    """An open batch still taking jobs: how many it has to run, or, idle and owning a slot,
+    when it times out (rule 5) unless a job is added."""
+    if not batch.open or batch.is_terminal:
+        return None
+    busy = batch.pending_jobs + batch.running_jobs
+    deadline = None
+    if batch.status == BatchStatus.RUNNING and not busy:
+        deadline = batch.last_activity_at + timedelta(seconds=settings.OPEN_BATCH_TIMEOUT)
+    return {"busy": busy, "deadline": deadline, "left": max(deadline - now, timedelta()) if deadline else None}
+
+
+def timed_out(batch: Batch) -> dict[str, Any] | None:
+    """Why and when a TIMED_OUT batch ended: idle since its last activity, for OPEN_BATCH_TIMEOUT."""
+    if batch.status != BatchStatus.TIMED_OUT:
+        return None
+    return {
+        "at": batch.end_datetime,
+        "idle_since": batch.last_activity_at,
+        "timeout": timedelta(seconds=settings.OPEN_BATCH_TIMEOUT),
+    }
 
 
 def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
@@ -160,29 +188,37 @@ def _poll_interval(request: HttpRequest, fingerprint: str) -> int:
 
 @login_required
 def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
-    batch = _batch(request, batch_id)
+    return _render_detail(request, _batch(request, batch_id))
+
+
+def _render_detail(request: HttpRequest, batch: Batch, add_form: AddJobsForm | None = None) -> HttpResponse:
     form = JobFilterForm(request.GET or None)
     # The batch was read at the start of this request, its counters with it (Batch.job_counts).
     counts, spent = batch.job_counts, batch.credits_spent
+    now = timezone.now()
     job_filter = form.as_filter()
     jobs = filter_jobs(batch.jobs.all(), job_filter).order_by("order").values(*JOB_ROW_FIELDS)
-    filter_query = _without(request.GET, "page", "poll", "fp")
+    filter_query = _without(request.GET, "page", "poll", "fp", "fk")
     paginator = KnownCountPaginator(jobs, JOBS_PER_PAGE, count=_count_from(counts, job_filter))
     page = paginator.get_page(request.GET.get("page"))
     fingerprint = hashlib.sha1(
         repr((batch.status, batch.open, sorted(counts.items()))).encode(), usedforsecurity=False
     ).hexdigest()[:12]
     poll = _poll_interval(request, fingerprint)
+    forms_key = f"{batch.status}-{int(batch.open)}"
     live_query = request.GET.copy()
-    live_query.update({"poll": str(poll), "fp": fingerprint})
-    for key in ("poll", "fp"):
+    live_query.update({"poll": str(poll), "fp": fingerprint, "fk": forms_key})
+    for key in ("poll", "fp", "fk"):
         live_query.setlist(key, live_query.getlist(key)[-1:])
     context = {
         "batch": batch,
         "jobs": page,
         "counts": counts,
         "form": form,
-        "queue": queue_position(batch),
+        "queue": queue_position(batch, now),
+        "open_state": open_state(batch, now),
+        "timed_out": timed_out(batch),
+        "has_results": counts.get(JobStatus.DONE, 0) > 0,
         "poll": poll,
         "live_url": f"{request.path}?{live_query.urlencode()}",
         "filter_query": filter_query,
@@ -190,7 +226,9 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
         "spent": spent,
         **_progress(counts, batch.jobs_count),
     }
+    context["add_form"] = add_form or AddJobsForm()
     if request.htmx:  # type: ignore[attr-defined]  # set by django_htmx's HtmxMiddleware
+        context["forms_changed"] = request.GET.get("fk") != forms_key
         return render(request, "batches/partials/_live.html", context)
     context["workload_id"] = workloads.workload_id_of(batch)
     return render(request, "batches/detail.html", context)
@@ -240,7 +278,56 @@ def close_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     return _back(batch)
 
 
+@login_required
+@require_POST
+def add_jobs(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    """Rule 6 from the portal: the same service and checks as the API's add-jobs."""
+    batch = _batch(request, batch_id)
+    form = AddJobsForm(request.POST)
+    if form.is_valid():
+        try:
+            updated = services.add_jobs(batch, form.read(), by=request_user(request))
+        except TweezerError as exc:
+            form.add_error(None, exc.message)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            added = updated.jobs_count - batch.jobs_count
+            messages.success(request, f"{_plural(added, 'job')} added to the batch.")
+            return _back(batch)
+    # The typed jobs stay in the form, with the reason, on the batch page.
+    return _render_detail(request, batch, add_form=form)
+
+
+@login_required
+def device_queue(request: HttpRequest, device_name: str) -> HttpResponse:
+    """A device's running and waiting batches in the order they run, with the batch page's estimates.
+    Other projects' batches show as such: their place in the queue, not their ids."""
+    device = Device.objects.filter(name=device_name, is_public=True).first()
+    if device is None:
+        raise Http404(f"No device {device_name}.")
+    project, _ = current_project_for(request)
+    now = timezone.now()
+    estimates = read_queue(device, now=now)
+    rows = [
+        {
+            "estimate": e,
+            "mine": project is not None and e.batch.project_id == project.pk,
+            "starts_in": tuple(t - now for t in e.start) if e.start and e.position else None,
+            "ends_in": tuple(max(t - now, timedelta()) for t in e.end) if e.end else None,
+        }
+        for e in estimates
+    ]
+    blockers = next((e.blockers for e in estimates if e.position), [])
+    context = {"device": device, "rows": rows, "now": now, "blockers": blockers}
+    return render(request, "batches/queue.html", context)
+
+
 def _selected(request: HttpRequest, batch: Batch) -> Any:
+    """The jobs ticked on the page, or, with "all matching", every job the page's filters match
+    (the selection then spans pages)."""
+    if request.POST.get("all_matching") == "1":
+        return filter_jobs(batch.jobs.all(), JobFilterForm(request.POST).as_filter())
     ids = []
     for raw in request.POST.getlist("job"):
         try:
@@ -304,7 +391,7 @@ def rebatch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
 
 @login_required
 def download_results(request: HttpRequest, batch_id: UUID) -> HttpResponseBase:
-    """GET: every job's results (DONE batches only, as the seed says); POST: the selected jobs."""
+    """GET: the results of every job that has some; POST: the selected jobs."""
     batch = _batch(request, batch_id)
     short = str(batch.pk)[:8]
     if request.method == "POST":
@@ -313,8 +400,11 @@ def download_results(request: HttpRequest, batch_id: UUID) -> HttpResponseBase:
             messages.error(request, "Select at least one job to download.")
             return _back(batch)
         return results_zip_response(selected, batch_id=batch.pk, filename=f"batch-{short}-selected.zip")
-    if batch.status != BatchStatus.DONE:
-        messages.error(request, f"All results can be downloaded once the batch is DONE; it is {batch.status}.")
+    # Whatever finished can be downloaded, whatever the batch's status (a canceled or timed-out
+    # batch keeps the results of its DONE jobs); the manifest lists the others with their status.
+    batch.refresh_counters()
+    if not batch.done_jobs:
+        messages.error(request, "No job of this batch has finished with results yet.")
         return _back(batch)
     return results_zip_response(batch.jobs.all(), batch_id=batch.pk, filename=f"batch-{short}-results.zip")
 
@@ -338,7 +428,7 @@ def new_batch(request: HttpRequest) -> HttpResponse:
                 tags=form.tag_list(),
             )
         except TweezerError as exc:
-            form.add_error(None, exc.message)
+            form.add_error(None, in_physicist_words(exc.message))
         except ValidationError as exc:
             form.add_error(None, exc)
         else:

@@ -120,6 +120,8 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
         "chart": chart if top else None,
         "register": register_drawing(job),
         "duration": (job.end_timestamp - job.start_timestamp) if job.start_timestamp and job.end_timestamp else None,
+        # Its CHARGE and, if it was given back, its REFUND: what the job cost in the end.
+        "ledger": list(job.transactions.order_by("created_at", "pk")),
     }
     return render(request, "jobs/detail.html", context)
 

@@ -48,6 +48,12 @@ class BatchFilterForm(forms.Form):
         required=False, queryset=Device.objects.all(), to_field_name="name", empty_label="Any device"
     )
     open = forms.ChoiceField(required=False, choices=[("", "Open or closed"), ("1", "Open"), ("0", "Closed")])
+    # A batch's own status says whether it ran, not how its jobs ended: DONE batches can hold failed jobs.
+    errors = forms.ChoiceField(  # type: ignore[assignment]  # a field named like Form.errors, as on JobFilterForm
+        required=False,
+        label="Failed jobs",
+        choices=[("", "With or without"), ("1", "Has errors"), ("0", "No errors")],
+    )
     tag = forms.CharField(required=False, max_length=100)
     user = forms.CharField(required=False, max_length=150, label="Submitted by")
     start = forms.DateField(required=False, widget=DateInput, label="From")
@@ -71,6 +77,7 @@ class BatchFilterForm(forms.Form):
             device_types=[data["device"].name] if data.get("device") else None,
             open=data["open"] == "1" if data.get("open") else None,
             tag=data.get("tag"),
+            has_errors=data["errors"] == "1" if data.get("errors") else None,
             username=data.get("user"),
             start=_day_start(data.get("start")),
             end=_day_end(data.get("end")),
@@ -110,8 +117,39 @@ class JobFilterForm(forms.Form):
         return self.is_valid() and any(v not in (None, "", []) for v in self.cleaned_data.values())
 
 
+class DeviceSelect(forms.Select):
+    """A device list where a DOWN device shows, with its reason, but cannot be picked."""
+
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(name, value, *args, **kwargs)
+        device = getattr(value, "instance", None)
+        if device is not None and device.status == Device.Status.DOWN:
+            option["attrs"]["disabled"] = True
+        return option
+
+
+class DeviceChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]  # stubs: generic in newer django-stubs
+    def label_from_instance(self, obj: Any) -> str:
+        if obj.status == Device.Status.UP:
+            return str(obj.name)
+        reason = f": {obj.status_reason}" if obj.status_reason else ""
+        return f"{obj.name} — {obj.status}{reason}"
+
+
+def in_physicist_words(message: str) -> str:
+    """The API's messages name its JSON fields; the form calls the sequence a sequence."""
+    text = message.replace("'sequence_builder'", "the sequence").replace("sequence_builder", "sequence")
+    return text[:1].upper() + text[1:]
+
+
 class NewBatchForm(forms.Form):
-    sequence = forms.FileField(label="Sequence (Pulser abstract representation, JSON)")
+    sequence = forms.FileField(required=False, label="Sequence file (Pulser abstract representation, JSON)")
+    sequence_text = forms.CharField(
+        required=False,
+        label="Or paste the sequence",
+        help_text="An uploaded sequence is kept here after an error, so it need not be uploaded again.",
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": '{"version": "1", "name": "pulser-exported", …}'}),
+    )
     jobs = forms.FileField(
         required=False, label="Jobs (JSON list of {runs, variables})", help_text="Or type them as JSON below."
     )
@@ -123,37 +161,76 @@ class NewBatchForm(forms.Form):
         "are read as JSON.",
         widget=forms.Textarea(attrs={"rows": 5, "placeholder": "runs,omega_max\n100,9.5\n100,10.5"}),
     )
-    device_type = forms.ModelChoiceField(
-        queryset=Device.objects.all(), to_field_name="name", label="Device", initial="EMU_FREE", empty_label=None
+    device_type = DeviceChoiceField(
+        queryset=Device.objects.all(),
+        to_field_name="name",
+        label="Device",
+        initial="EMU_FREE",
+        empty_label=None,
+        widget=DeviceSelect,
+        error_messages={"invalid_choice": "Pick a device that is not DOWN."},
     )
     open = forms.BooleanField(required=False, label="Keep the batch open to add jobs later")
     tags = forms.CharField(required=False, max_length=500, help_text="Comma-separated.")
 
+    def clean(self) -> dict[str, Any]:
+        """Uploaded files are read into the text fields, and the form's data keeps them: after any
+        error the page shows them again instead of an emptied file input."""
+        data = super().clean() or {}
+        kept: dict[str, Any] = dict(self.data.items())
+        for upload, text in (("sequence", "sequence_text"), ("jobs", "jobs_text")):
+            if data.get(upload):
+                data[text] = data[upload].read().decode("utf-8", errors="replace")
+                kept[text] = data[text]
+        self.data = kept
+        if not (data.get("sequence_text") or "").strip():
+            self.add_error("sequence_text", "Give the sequence: upload its JSON file or paste it.")
+        device = data.get("device_type")
+        if device is not None and device.status == Device.Status.DOWN:
+            self.add_error("device_type", f"{device.name} is DOWN: {device.status_reason or 'it takes no batch'}.")
+        return data
+
     def read(self) -> tuple[str, Any]:
         """The sequence text and the raw jobs list; JSON errors become form errors."""
-        sequence = self.cleaned_data["sequence"].read().decode("utf-8", errors="replace")
-        upload = self.cleaned_data.get("jobs")
-        raw = upload.read().decode("utf-8", errors="replace") if upload else self.cleaned_data.get("jobs_text") or ""
-        if not raw.strip():
-            raise forms.ValidationError("Give the jobs: upload a JSON file, or type them as JSON or as a table.")
-        if raw.lstrip().startswith(("[", "{")):
-            limit = settings.MAX_JSON_DEPTH
-            if not json_depth_ok(raw, limit):
-                raise forms.ValidationError(f"The jobs are nested deeper than {limit} levels.")
-            try:
-                jobs = json.loads(raw)
-            except ValueError as exc:
-                raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
-        else:
-            jobs = jobs_from_table(raw)
-        try:
-            check_json(jobs, "jobs")
-        except InvalidInput as exc:
-            raise forms.ValidationError(exc.message) from exc
-        return sequence, jobs
+        return self.cleaned_data["sequence_text"], parse_jobs(self.cleaned_data.get("jobs_text") or "")
 
     def tag_list(self) -> list[str]:
         return [t.strip() for t in (self.cleaned_data.get("tags") or "").split(",") if t.strip()]
+
+
+def parse_jobs(raw: str) -> Any:
+    """Jobs typed as JSON or as a table of variables, as the API's jobs list (the API checks them)."""
+    if not raw.strip():
+        raise forms.ValidationError("Give the jobs: upload a JSON file, or type them as JSON or as a table.")
+    if raw.lstrip().startswith(("[", "{")):
+        limit = settings.MAX_JSON_DEPTH
+        if not json_depth_ok(raw, limit):
+            raise forms.ValidationError(f"The jobs are nested deeper than {limit} levels.")
+        try:
+            jobs = json.loads(raw)
+        except ValueError as exc:
+            raise forms.ValidationError(f"The jobs are not valid JSON: {exc}") from exc
+    else:
+        jobs = jobs_from_table(raw)
+    try:
+        check_json(jobs, "jobs")
+    except InvalidInput as exc:
+        raise forms.ValidationError(exc.message) from exc
+    return jobs
+
+
+class AddJobsForm(forms.Form):
+    """Jobs for an open batch, typed as on the new-batch form; `services.add_jobs` checks them."""
+
+    jobs_text = forms.CharField(
+        label="Jobs as JSON or as a table of variables",
+        help_text="A header row (runs, then the sequence's variables), one job per row; or a JSON list of "
+        "{runs, variables}.",
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "runs,omega_max\n100,9.5"}),
+    )
+
+    def read(self) -> Any:
+        return parse_jobs(self.cleaned_data["jobs_text"])
 
 
 def _cell(text: str) -> Any:

@@ -29,6 +29,7 @@ from portal.access import current_project_for, is_admin, project_for, request_us
 from portal.errors import NotFound
 from portal.forms import LedgerFilterForm
 from portal.models import ApiToken, Project
+from portal.onboarding import python_snippet
 from portal.tokens import create_token, revoke
 
 
@@ -187,7 +188,19 @@ def tokens(request: HttpRequest) -> HttpResponse:
         token = ApiToken.objects.filter(pk=fresh["id"], user=request_user(request)).first()  # type: ignore[assignment]
         created = {"token": token, "plain": fresh["plain"]} if token else None
     rows = ApiToken.objects.filter(user=request_user(request)).order_by("revoked_at", "-created_at")
-    return render(request, "portal/tokens.html", {"tokens": rows, "created": created})
+    project, _ = current_project_for(request)
+    # The addresses as this browser reached the portal: the SDK on the same machine reaches them too.
+    url = request.build_absolute_uri("/").rstrip("/")
+    python = None
+    if project is not None:
+        plain = created["plain"] if created else "<your API token>"
+        python = {
+            "project": project,
+            "core": f"{url}/core",
+            "account": f"{url}/account",
+            "snippet": python_snippet(token=plain, project=project.pk, url=url),
+        }
+    return render(request, "portal/tokens.html", {"tokens": rows, "created": created, "python": python})
 
 
 @login_required

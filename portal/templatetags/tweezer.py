@@ -35,3 +35,29 @@ def duration_short(value: timedelta | None) -> str:
     if seconds < 3600:
         return f"{round(seconds / 60)} min"
     return f"{seconds // 3600} h {round(seconds % 3600 / 60)} min"
+
+
+@register.filter
+def clock(value: timedelta | None) -> str:
+    """A countdown as mm:ss (h:mm:ss past an hour)."""
+    if value is None:
+        return "—"
+    seconds = max(0, int(value.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+@register.filter
+def refund_of(ledger: list[Any]) -> Any:
+    """The REFUND line among a job's ledger lines, if it was refunded."""
+    return next((t for t in ledger if t.kind == "REFUND"), None)
+
+
+@register.filter
+def band(value: tuple[timedelta, timedelta] | dict[str, Any] | None) -> str:
+    """A p50-p90 estimate in words: "~3 min" when both ends read the same, else "40 s – 2 min"."""
+    if not value:
+        return "unknown"
+    low, high = (value["p50"], value["p90"]) if isinstance(value, dict) else value
+    low_text, high_text = duration_short(max(low, timedelta())), duration_short(max(high, timedelta()))
+    return f"~{low_text}" if low_text == high_text else f"{low_text} – {high_text}"

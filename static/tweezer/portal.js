@@ -37,6 +37,33 @@
   document.addEventListener("htmx:afterSettle", updateSelected);
   document.addEventListener("DOMContentLoaded", updateSelected);
 
+  // Countdowns (an idle open batch's time-out) tick each second from the seconds the server
+  // counted when it rendered them: no clock skew between server and browser. A live update
+  // replaces the element, and with it the starting point.
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function tickCountdowns() {
+    document.querySelectorAll(".countdown[data-seconds]").forEach(function (el) {
+      if (el.tweezerStart === undefined) el.tweezerStart = Date.now();
+      const left = Math.max(0, Number(el.getAttribute("data-seconds")) - Math.floor((Date.now() - el.tweezerStart) / 1000));
+      const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+      el.textContent = (h ? h + ":" + pad(m) : pad(m)) + ":" + pad(s);
+    });
+  }
+  window.setInterval(tickCountdowns, 1000);
+
+  // Copy buttons: data-copy names the element whose text goes to the clipboard.
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("[data-copy]");
+    if (!button) return;
+    const source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source || !navigator.clipboard) return;
+    navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+      const label = button.textContent;
+      button.textContent = "Copied";
+      window.setTimeout(function () { button.textContent = label; }, 1500);
+    });
+  });
+
   // Charts: data comes from <script type="application/json"> blocks (data, never executed).
   const palette = ["#3b5bdb", "#12b76a", "#f79009", "#d92d20", "#7a5af8", "#2e90fa", "#ee46bc", "#667085"];
 

@@ -191,7 +191,7 @@ def test_new_batch_form_submits_a_table_of_jobs_and_shows_errors(page, live_serv
     sequence.write_text(seed_mappable_sequence())
     login(member.user)
     page.get_by_role("link", name="New batch").first.click()
-    page.get_by_label("Sequence").set_input_files(str(sequence))
+    page.get_by_label("Sequence file").set_input_files(str(sequence))
     page.get_by_label("Jobs as JSON or as a table").fill(
         'runs,omega_max,qubits\n10,1.5,"{""q0"": 1}"\n0,2,"{""q0"": 2}"'
     )
@@ -200,7 +200,8 @@ def test_new_batch_form_submits_a_table_of_jobs_and_shows_errors(page, live_serv
     screenshot(page, "batch-new-error")
     assert not Batch.objects.exists()
 
-    page.get_by_label("Sequence").set_input_files(str(sequence))
+    # Issue 18.8: the uploaded sequence survived the error (in the text area): no second upload.
+    expect(page.get_by_label("Or paste the sequence")).to_have_value(seed_mappable_sequence())
     page.get_by_label("Jobs as JSON or as a table").fill(
         'runs,omega_max,qubits\n10,1.5,"{""q0"": 1}"\n20,2,"{""q0"": 2}"'
     )

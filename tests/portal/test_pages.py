@@ -143,11 +143,11 @@ def test_cancel_selected_jobs_reports_the_refund(member, devices, client_for):
     assert list(batch.jobs.order_by("order").values_list("status", flat=True)) == ["CANCELED", "PENDING", "CANCELED"]
 
 
-def test_all_results_zip_needs_a_done_batch_and_holds_every_result_and_a_manifest(member, devices, client_for):
+def test_all_results_zip_needs_a_finished_job_and_holds_every_result_and_a_manifest(member, devices, client_for):
     batch = _batch(member, n_jobs=2)
     client = client_for(member)
     refused = client.get(reverse("batches:download", args=[batch.pk]), follow=True)
-    assert "once the batch is DONE" in refused.content.decode()
+    assert "No job of this batch has finished with results yet" in refused.content.decode()
     jobs = list(batch.jobs.order_by("order"))
     _finish(jobs[0], {"000": 10})
     _finish(jobs[1], {"111": 11})
