@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from backends.models import Device
+from batches import scheduler
 from batches.models import Batch
 from jobs.models import Job
 from tests.browser.conftest import PASSWORD, screenshot
@@ -45,3 +46,35 @@ def test_batch_page_updates_by_sse_without_reload(page, asgi_server, member, dev
     assert page.evaluate("() => window.loadedAt") is not None  # the same page: no reload
     assert 200 in streams
     screenshot(page, "batch-sse-done")
+
+
+def test_batches_list_and_queue_board_update_by_sse_without_reload(page, asgi_server, member, devices):  # noqa: F811
+    """The list and the queue board fall back to a 20 s poll: a change shown within seconds came
+    from the project's stream."""
+    server = asgi_server(STATUS_HOLD_SECONDS="20", DEBUG="1")
+    Device.objects.filter(name="EMU_FREE").update(status=Device.Status.MAINTENANCE)
+    batch = sdk_on(server, member).create_batch(omega_sequence(), [JOB], device_type="EMU_FREE")
+    page.goto(f"{server.url}/login/")
+    page.get_by_label("Username").fill(member.user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.url}/batches/")
+    row = page.locator("#batches-table tr", has_text=str(batch.id)[:8])
+    expect(row).to_contain_text("PENDING")
+    page.evaluate("() => { window.sameDocument = true; }")
+    time.sleep(2)  # the stream is open
+    Device.objects.filter(name="EMU_FREE").update(status=Device.Status.UP)
+    started = time.time()
+    scheduler.advance(Device.objects.get(name="EMU_FREE").pk)
+    expect(row).to_contain_text("DONE", timeout=12_000)
+    assert time.time() - started < 12 and page.evaluate("() => window.sameDocument") is True
+
+    Device.objects.filter(name="EMU_FREE").update(status=Device.Status.MAINTENANCE)
+    page.goto(f"{server.url}/batches/queue/EMU_FREE/")
+    expect(page.locator("#queue-live")).to_contain_text("Nothing running or waiting")
+    page.evaluate("() => { window.sameDocument = true; }")
+    time.sleep(2)
+    sdk_on(server, member).create_batch(omega_sequence(), [JOB], device_type="EMU_FREE", wait=False)
+    expect(page.locator("#queue-table")).to_be_visible(timeout=15_000)
+    assert page.evaluate("() => window.sameDocument") is True
+    screenshot(page, "queue-board-sse")
