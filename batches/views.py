@@ -127,7 +127,7 @@ def _progress(counts: dict[str, int], total: int) -> dict[str, Any]:
 
 
 def queue_position(batch: Batch, now: datetime) -> dict[str, Any] | None:
-    """Where a PENDING batch waits in its device's queue, when it should start (a p50-p90 band
+    """Where a PENDING batch waits in its device's queue, when it should start (a p10-p90 band
     from the work ahead, batches/queue.py) and what holds the queue."""
     if batch.status != BatchStatus.PENDING:
         return None
@@ -137,7 +137,7 @@ def queue_position(batch: Batch, now: datetime) -> dict[str, Any] | None:
     eta = None
     if mine.start is not None:
         eta = {
-            "p50": mine.start[0] - now,
+            "p10": mine.start[0] - now,
             "p90": mine.start[1] - now,
             "jobs_ahead": mine.jobs_ahead,
             "runs_ahead": mine.runs_ahead,

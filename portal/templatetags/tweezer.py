@@ -55,9 +55,9 @@ def refund_of(ledger: list[Any]) -> Any:
 
 @register.filter
 def band(value: tuple[timedelta, timedelta] | dict[str, Any] | None) -> str:
-    """A p50-p90 estimate in words: "~3 min" when both ends read the same, else "40 s – 2 min"."""
+    """A p10-p90 estimate in words: "~3 min" when both ends read the same, else "40 s – 2 min"."""
     if not value:
         return "unknown"
-    low, high = (value["p50"], value["p90"]) if isinstance(value, dict) else value
+    low, high = (value["p10"], value["p90"]) if isinstance(value, dict) else value
     low_text, high_text = duration_short(max(low, timedelta())), duration_short(max(high, timedelta()))
     return f"~{low_text}" if low_text == high_text else f"{low_text} – {high_text}"
