@@ -27,8 +27,8 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 def readyz(request: HttpRequest) -> HttpResponse:
     view = HealthCheckView.as_view(checks=READY_CHECKS)
-    if "format" not in request.GET and "HTTP_ACCEPT" not in request.META:
-        request.META["HTTP_ACCEPT"] = "text/plain"  # a probe's plain GET: text, not the HTML page
+    if "format" not in request.GET and request.META.get("HTTP_ACCEPT", "*/*") == "*/*":
+        request.META["HTTP_ACCEPT"] = "text/plain"  # a probe's or curl's plain GET: text, not the HTML page
     response: HttpResponse = async_to_sync(view)(request)  # the package's view is async; ours is sync
     if response.status_code == 500:
         response.status_code = 503  # not ready: Service Unavailable (the package answers 500)

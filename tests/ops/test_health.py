@@ -60,3 +60,11 @@ def test_readyz_fails_until_the_migrations_are_applied(monkeypatch):
     monkeypatch.setattr(MigrationExecutor, "migration_plan", lambda self, targets: [("ops", "9999_future")])
     response = Client(**PROBE).get("/readyz")
     assert response.status_code == 503 and "1 migrations not applied" in response.content.decode()
+
+
+def test_readyz_answers_a_plain_get_that_accepts_anything_in_text(db, client):
+    """A probe or `curl` sends `Accept: */*`: it gets the checks as text, not an empty page."""
+    response = client.get("/readyz", HTTP_ACCEPT="*/*")
+    assert response.status_code in (200, 503)
+    assert response["Content-Type"].startswith("text/plain")
+    assert "Database" in response.content.decode()
