@@ -217,6 +217,58 @@ def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
     return _created(batch)
 
 
+class PriceIn(Schema):
+    project_id: UUID
+    jobs: Jobs = []
+    device_type: str | None = None
+    sequence_builder: str | None = None
+
+
+class PriceOut(Schema):
+    device_type: str
+    jobs: int
+    runs: int
+    price: int
+    balance: int
+    balance_after: int
+    spending_cap: int | None = None
+    spending_cap_period: str | None = None
+    spending_cap_used: int | None = None
+    spending_cap_left: int | None = None
+    refused: str | None = None
+
+
+def price_json(q: services.Quote) -> dict[str, Any]:
+    return {
+        "device_type": q.device,
+        "jobs": q.jobs,
+        "runs": q.runs,
+        "price": q.price,
+        "balance": q.balance,
+        "balance_after": q.balance_after,
+        "spending_cap": q.cap,
+        "spending_cap_period": q.cap_period,
+        "spending_cap_used": q.cap_used,
+        "spending_cap_left": q.cap_left,
+        "refused": q.refusal,
+    }
+
+
+@router.post("/api/v1/batches/price", response={200: envelope(PriceOut), **ERRORS})
+def price_batch(request: HttpRequest, payload: PriceIn) -> dict[str, Any]:
+    """What POST /api/v1/batches (or adding these jobs) would charge now, and what it would leave.
+    Nothing is written; `refused` says which 402 the submission would get."""
+    check_depth(request)
+    for name in ("jobs", "device_type", "sequence_builder"):
+        check_json(getattr(payload, name), name)
+    user = request_user(request)
+    project = project_for(user, payload.project_id)
+    q = services.quote(
+        project, user, jobs=payload.jobs, device_type=payload.device_type, sequence_builder=payload.sequence_builder
+    )
+    return ok(price_json(q))
+
+
 @router.get("/api/v1/batches", response={200: envelope(list[BatchOut], paginated=True), **ERRORS})
 def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str, Any]:
     for name in ("user_id", "device_type", "tag"):
