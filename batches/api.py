@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Body, Query, Router, Schema
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from batches import services
+from batches import services, sweeps
 from batches.filters import filter_batches
 from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
@@ -372,3 +372,54 @@ def cancel_jobs(request: HttpRequest, batch_id: UUID, filters: Query[CancelJobFi
         return ok(cancel_jobs_json(report.canceled, errors))
 
     return committed(envelope(CancelJobsOut), cancel)
+
+
+class SweepQuery(Schema):
+    observable: Literal["excitation", "mean_excited", "bitstring"] = "mean_excited"
+    x: str | None = None
+    series: str | None = None
+    atom: int = Field(0, ge=0, le=10_000)
+    bitstring: str | None = Field(None, max_length=1000)
+
+
+class SweepPoint(Schema):
+    x: float | str | None
+    y: float
+    err: float
+    jobs: int
+    shots: int
+
+
+class SweepSeries(Schema):
+    label: str
+    points: list[SweepPoint]
+
+
+class SweepOut(Schema):
+    observable: str
+    label: str
+    x: str | None
+    series: str | None
+    numeric_x: bool
+    finished_jobs: int
+    variables: list[str]
+    datasets: list[SweepSeries]
+
+
+@router.get("/api/v1/batches/{batch_id}/sweep", response={200: envelope(SweepOut), **ERRORS})
+def get_sweep(request: HttpRequest, batch_id: UUID, query: Query[SweepQuery]) -> dict[str, Any]:
+    """An observable of the finished jobs against a variable (and a second one as series), with
+    the shots' standard error: computed from the stored counters (`batches.sweeps`)."""
+    for name in ("x", "series", "bitstring"):
+        check_json(getattr(query, name), name)
+    batch = services.get_batch_for(request_user(request), batch_id)
+    return ok(
+        sweeps.sweep_with_defaults(
+            batch,
+            observable=query.observable,
+            x=query.x,
+            series=query.series,
+            atom=query.atom,
+            bitstring=query.bitstring,
+        )
+    )

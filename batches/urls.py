@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from batches import views
+from batches import sweep_views, views
 
 app_name = "batches"
 urlpatterns = [
@@ -15,4 +15,6 @@ urlpatterns = [
     path("<uuid:batch_id>/rebatch/", views.rebatch, name="rebatch"),
     path("<uuid:batch_id>/results.zip", views.download_results, name="download"),
     path("<uuid:batch_id>/jobs/<uuid:job_id>/retry/", views.retry_job, name="retry"),
+    path("<uuid:batch_id>/sweep/", sweep_views.sweep, name="sweep"),
+    path("<uuid:batch_id>/sweep.csv", sweep_views.sweep_csv, name="sweep_csv"),
 ]

@@ -1,0 +1,86 @@
+"""Issue 21 pages of a batch that are not its page: the sweep plot and its CSV, and the exports
+of a filtered selection of jobs (one batch's, or the whole filtered batches list's)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+
+from batches import services, sweeps
+from batches.models import Batch
+from portal.access import request_user
+from portal.errors import NotFound, TweezerError
+
+
+def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
+    try:
+        return services.get_batch_for(request_user(request), batch_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+def _int(value: str | None, default: int = 0) -> int:
+    try:
+        return max(int(value or default), 0)
+    except ValueError:
+        return default
+
+
+@login_required
+def sweep(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    """The sweep plot: a page of its own, or (HTMX) the chart and its pickers alone, so the
+    batch page can include it with one line."""
+    batch = _batch(request, batch_id)
+    params: dict[str, Any] = {
+        "observable": request.GET.get("observable") or "mean_excited",
+        "x": request.GET.get("x") or None,
+        "series": request.GET.get("series") or None,
+        "atom": _int(request.GET.get("atom")),
+        "bitstring": (request.GET.get("bitstring") or "").strip() or None,
+    }
+    error = None
+    try:
+        data = sweeps.sweep_with_defaults(batch, **params)
+    except TweezerError as exc:
+        error = exc.message
+        data = sweeps.sweep_with_defaults(batch)
+    context: dict[str, Any] = {
+        "batch": batch,
+        "sweep": data,
+        "params": params,
+        "error": error,
+        "observables": sweeps.OBSERVABLES,
+        "csv_query": request.GET.urlencode(),
+    }
+    template = "batches/partials/_sweep.html" if request.htmx else "batches/sweep.html"  # type: ignore[attr-defined]  # django_htmx
+    return render(request, template, context)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@login_required
+def sweep_csv(request: HttpRequest, batch_id: UUID) -> StreamingHttpResponse:
+    """One row per job (variables, runs, status, observables), streamed as the results are read."""
+    batch = _batch(request, batch_id)
+    try:
+        bitstring = sweeps.check_bitstring((request.GET.get("bitstring") or "").strip() or None)
+    except TweezerError as exc:
+        raise Http404(exc.message) from exc
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        for row in sweeps.csv_rows(batch, bitstring=bitstring):
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="sweep-{str(batch.pk)[:8]}.csv"'
+    return response
