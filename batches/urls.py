@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from batches import sweep_views, views
+from batches import analysis_views, views
 
 app_name = "batches"
 urlpatterns = [
     path("", views.batch_list, name="list"),
     path("new/", views.new_batch, name="new"),
+    path("export.zip", analysis_views.export_batches, name="export"),
     path("<uuid:batch_id>/", views.batch_detail, name="detail"),
     path("<uuid:batch_id>/cancel/", views.cancel_batch, name="cancel"),
     path("<uuid:batch_id>/close/", views.close_batch, name="close"),
@@ -15,6 +16,7 @@ urlpatterns = [
     path("<uuid:batch_id>/rebatch/", views.rebatch, name="rebatch"),
     path("<uuid:batch_id>/results.zip", views.download_results, name="download"),
     path("<uuid:batch_id>/jobs/<uuid:job_id>/retry/", views.retry_job, name="retry"),
-    path("<uuid:batch_id>/sweep/", sweep_views.sweep, name="sweep"),
-    path("<uuid:batch_id>/sweep.csv", sweep_views.sweep_csv, name="sweep_csv"),
+    path("<uuid:batch_id>/sweep/", analysis_views.sweep, name="sweep"),
+    path("<uuid:batch_id>/export.zip", analysis_views.export_jobs, name="export_jobs"),
+    path("<uuid:batch_id>/sweep.csv", analysis_views.sweep_csv, name="sweep_csv"),
 ]

@@ -11,11 +11,16 @@ from uuid import UUID
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from batches import services, sweeps
 from batches.models import Batch
-from portal.access import request_user
+from jobs.downloads import results_zip_response
+from jobs.filters import filter_jobs
+from jobs.models import Job
+from portal.access import current_project_for, request_user
 from portal.errors import NotFound, TweezerError
+from portal.forms import BatchFilterForm, JobFilterForm
 
 
 def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
@@ -84,3 +89,28 @@ def sweep_csv(request: HttpRequest, batch_id: UUID) -> StreamingHttpResponse:
     response = StreamingHttpResponse(lines(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="sweep-{str(batch.pk)[:8]}.csv"'
     return response
+
+
+# --- exports of a filtered selection -----------------------------------------------------------
+# Plain GET links carrying the page's filters: the same link exports the same selection again
+# (re-issued from the page at any time), behind the portal's login like every page.
+
+
+@login_required
+def export_batches(request: HttpRequest) -> StreamingHttpResponse:
+    """Every job of every batch the batches list shows with these filters (all pages)."""
+    project, _ = current_project_for(request)
+    if project is None:
+        raise Http404("You are not a member of any project.")
+    batches = BatchFilterForm(request.GET or None).apply(Batch.objects.filter(project=project))
+    jobs = Job.objects.filter(project=project, batch__in=batches.order_by().values("pk"))
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    return results_zip_response(jobs, filename=f"export-{str(project.pk)[:8]}-{stamp}.zip", per_batch=True)
+
+
+@login_required
+def export_jobs(request: HttpRequest, batch_id: UUID) -> StreamingHttpResponse:
+    """The batch's jobs that its page shows with these filters (all pages)."""
+    batch = _batch(request, batch_id)
+    jobs = filter_jobs(batch.jobs.all(), JobFilterForm(request.GET or None).as_filter())
+    return results_zip_response(jobs, batch_id=batch.pk, filename=f"batch-{str(batch.pk)[:8]}-export.zip")

@@ -1,0 +1,83 @@
+"""Issue 21.2: the export of a filtered selection spanning batches, with flat memory.
+
+Ten batches of 1,000 DONE jobs tagged `sweep`, and one of 1,000 tagged `small`, written directly
+(as bench/portal_pages.py). One gunicorn worker, one thread, serves
+GET /batches/export.zip?tag=small (1,000 jobs, one batch) then ?tag=sweep (10,000 jobs, ten
+batches), each streamed to /dev/null; the worker's RSS is read from /proc around each. Flat
+memory: the 10,000-job export raises the peak no more than the 1,000-job one did, and both stay
+far below the archive's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import common  # noqa: E402
+from bench.portal_pages import login, make_batch  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--jobs-per-batch", type=int, default=1000)
+    args = parser.parse_args()
+
+    env = common.configure("postgres", "bench_tweezer_export")
+    common.reset_database("postgres")
+    user, project, _ = common.make_member()
+    from batches.models import Batch
+
+    t0 = time.perf_counter()
+    small = make_batch(user, project, args.jobs_per_batch)
+    Batch.objects.filter(pk=small).update(tags=["small"])
+    for _ in range(args.batches):
+        Batch.objects.filter(pk=make_batch(user, project, args.jobs_per_batch)).update(tags=["sweep"])
+    total = args.batches * args.jobs_per_batch
+    report = common.Report()
+    report.line(common.machine())
+    report.line(f"export: {total:,} jobs in {args.batches} batches (written in {time.perf_counter() - t0:.1f} s)")
+
+    env = {**env, "DJANGO_SETTINGS_MODULE": "bench.settings"}
+    web, base = common.start_web(env, workers=1, threads=1, app="portal.wsgi")
+    with common.running(web):
+        session = login(base)
+        (pid,) = web.children()
+
+        def export(tag: str) -> tuple[float, int, float, float]:
+            rss_before, _ = common.rss_mib(pid)
+            t = time.perf_counter()
+            size = 0
+            with session.get(f"{base}/batches/export.zip?tag={tag}", stream=True) as r:
+                if r.status_code != 200:
+                    raise RuntimeError(f"export: {r.status_code} {r.text[:300]}")
+                for chunk in r.iter_content(256 * 1024):
+                    size += len(chunk)
+            _, hwm = common.rss_mib(pid)
+            return time.perf_counter() - t, size, rss_before, hwm
+
+        export("small")  # warm-up: imports, connections, the first query plans
+        t_small, size_small, before_small, hwm_small = export("small")
+        t_big, size_big, before_big, hwm_big = export("sweep")
+
+    report.line(
+        f"export of {args.jobs_per_batch:,} jobs: {t_small:.1f} s, {size_small / 1e6:.1f} MB; "
+        f"RSS before {before_small:.0f} MiB, peak after {hwm_small:.0f} MiB"
+    )
+    report.line(
+        f"export of {total:,} jobs in {args.batches} batches: {t_big:.1f} s, {size_big / 1e6:.1f} MB; "
+        f"RSS before {before_big:.0f} MiB, peak after {hwm_big:.0f} MiB"
+    )
+    report.ratio("export_10k_peak_rss_growth_over_1k_mib", hwm_big - hwm_small, "<= 20")
+    report.ratio("export_10k_peak_rss_mib_per_archive_mb", (hwm_big - before_small) / (size_big / 1e6), "<= 0.5")
+    report.finish()
+    common.drop_database()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
