@@ -4,14 +4,17 @@ of a filtered selection of jobs (one batch's, or the whole filtered batches list
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from batches import services, sweeps
 from batches.models import Batch
@@ -20,7 +23,9 @@ from jobs.filters import filter_jobs
 from jobs.models import Job
 from portal.access import current_project_for, request_user
 from portal.errors import NotFound, TweezerError
-from portal.forms import BatchFilterForm, JobFilterForm
+from portal.forms import BatchFilterForm, JobFilterForm, jobs_from_table
+from portal.middleware import json_depth_ok
+from portal.wire import check_json
 
 
 def _batch(request: HttpRequest, batch_id: UUID) -> Batch:
@@ -114,3 +119,52 @@ def export_jobs(request: HttpRequest, batch_id: UUID) -> StreamingHttpResponse:
     batch = _batch(request, batch_id)
     jobs = filter_jobs(batch.jobs.all(), JobFilterForm(request.GET or None).as_filter())
     return results_zip_response(jobs, batch_id=batch.pk, filename=f"batch-{str(batch.pk)[:8]}-export.zip")
+
+
+# --- the price before the button ----------------------------------------------------------------
+
+
+def _typed_jobs(request: HttpRequest) -> Any:
+    """The jobs as the new-batch form reads them: an uploaded JSON file, else the text (JSON or a table)."""
+    upload = request.FILES.get("jobs")
+    raw = upload.read().decode("utf-8", errors="replace") if upload else request.POST.get("jobs_text") or ""
+    if not raw.strip():
+        return None
+    if raw.lstrip().startswith(("[", "{")):
+        if not json_depth_ok(raw, settings.MAX_JSON_DEPTH):
+            raise TweezerError(f"The jobs are nested deeper than {settings.MAX_JSON_DEPTH} levels.")
+        try:
+            jobs = json.loads(raw)
+        except ValueError as exc:
+            raise TweezerError(f"The jobs are not valid JSON: {exc}") from exc
+    else:
+        jobs = jobs_from_table(raw)
+    check_json(jobs, "jobs")
+    return jobs
+
+
+@login_required
+@require_POST
+def price(request: HttpRequest) -> HttpResponse:
+    """The price of the jobs typed in a new-batch (or, with `batch`, an add-jobs) form and the
+    balance after it, live (HTMX, on every change): `services.quote`, the charge's own arithmetic."""
+    project, _ = current_project_for(request)
+    if project is None:
+        raise Http404("You are not a member of any project.")
+    device_type = request.POST.get("device_type") or None
+    if request.POST.get("batch"):
+        try:
+            batch = _batch(request, UUID(request.POST["batch"]))
+        except ValueError as exc:
+            raise Http404("No such batch.") from exc
+        project, device_type = batch.project, batch.device.name
+    context: dict[str, Any] = {"quote": None, "error": None}
+    try:
+        jobs = _typed_jobs(request)
+        if jobs is not None:
+            context["quote"] = services.quote(project, request_user(request), jobs=jobs, device_type=device_type)
+    except TweezerError as exc:
+        context["error"] = exc.message
+    except Exception:  # noqa: BLE001 - a half-typed table: no price yet, the submit button says why
+        context["error"] = "The jobs cannot be read yet."
+    return render(request, "batches/partials/_price.html", context)

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.batch_list, name="list"),
     path("new/", views.new_batch, name="new"),
     path("export.zip", analysis_views.export_batches, name="export"),
+    path("price/", analysis_views.price, name="price"),
     path("<uuid:batch_id>/", views.batch_detail, name="detail"),
     path("<uuid:batch_id>/cancel/", views.cancel_batch, name="cancel"),
     path("<uuid:batch_id>/close/", views.close_batch, name="close"),

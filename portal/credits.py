@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
@@ -77,6 +78,7 @@ def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | 
     if total:
         _move_balance(batch.project, -total)
     user_id = by.pk if by else None
+    action = uuid4()
     rows = [
         {
             "project_id": batch.project_id,
@@ -85,6 +87,7 @@ def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | 
             "job_id": job_id,
             "batch_id": batch.pk,
             "user_id": user_id,
+            "action": action,
         }
         for job_id, price in prices
         if price
@@ -138,7 +141,8 @@ def refund_jobs(jobs: Sequence[Job], *, by: User | None, reason: str) -> int:
     if not paid:
         return 0
     total = sum(int(job.price) for job in paid)
-    insert_rows(CreditTransaction, [_refund_row(job, by=by, reason=reason) for job in paid])
+    action = uuid4()
+    insert_rows(CreditTransaction, [{**_refund_row(job, by=by, reason=reason), "action": action} for job in paid])
     Project.objects.filter(pk=paid[0].project_id).update(balance=F("balance") + total)
     return total
 

@@ -88,10 +88,17 @@ class CreditTransaction(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The rows one action wrote together (a submission's charges, a cancel's refunds) share it:
+    # the credits pages show them as one line ("30 jobs refunded, 6,000 credits"). Null on rows
+    # written one at a time, and on rows from before it existed.
+    action = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["project", "-created_at"], name="ledger_project_created")]
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="ledger_project_created"),
+            models.Index(fields=["action"], name="ledger_action", condition=Q(action__isnull=False)),
+        ]
         constraints = [
             # The database, not a check in Python, guarantees one charge and one refund per job.
             models.UniqueConstraint(

@@ -9,7 +9,7 @@ from batches.api import router as batches
 from batches.workload_api import router as workloads
 from jobs.api import results_router
 from jobs.api import router as jobs
-from portal import views
+from portal import credit_views, views
 from portal.account_api import router as account
 from portal.api import api
 
@@ -29,6 +29,9 @@ urlpatterns = [
     path("devices/", views.devices, name="devices"),
     path("credits/", views.credits, name="credits"),
     path("credits/ledger.csv", views.credits_csv, name="credits_csv"),
+    path("credits/overview/", credit_views.overview, name="credits_overview"),
+    path("credits/overview/ledger-group/", credit_views.ledger_group, name="credits_ledger_group"),
+    path("credits/caps/", credit_views.set_cap, name="credits_set_cap"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<uuid:token_id>/revoke/", views.token_revoke, name="token_revoke"),
     path("batches/", include("batches.urls")),
