@@ -63,6 +63,7 @@ def sweep(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     context: dict[str, Any] = {
         "batch": batch,
         "sweep": data,
+        "sweep_json": json.dumps(data),
         "params": params,
         "error": error,
         "observables": sweeps.OBSERVABLES,

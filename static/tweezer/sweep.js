@@ -38,7 +38,7 @@
   };
 
   function drawSweep(canvas) {
-    const spec = readJson(canvas.getAttribute("data-sweep"));
+    const spec = JSON.parse(canvas.getAttribute("data-sweep") || "null");
     if (!spec || canvas.dataset.drawn) return;
     canvas.dataset.drawn = "1";
     const labels = [];
@@ -64,7 +64,8 @@
         },
         scales: {
           x: { type: spec.numeric_x ? "linear" : "category", title: { display: true, text: spec.x } },
-          y: { title: { display: true, text: spec.label } },
+          // Room above and below for the error bars: the scale is fitted to the points alone.
+          y: { grace: "10%", title: { display: true, text: spec.label } },
         },
       },
     });

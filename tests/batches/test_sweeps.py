@@ -126,7 +126,7 @@ def test_the_api_and_the_portal_answer_the_sweep_and_the_csv_to_members_only(mem
     browser: Any = Client()
     browser.force_login(member.user)
     page = browser.get(f"/batches/{batch.pk}/sweep/?observable=excitation&x=omega_max&atom=1")
-    assert page.status_code == 200 and b'data-sweep="sweep-data"' in page.content
+    assert page.status_code == 200 and b'id="sweep-chart" data-sweep="{&quot;observable&quot;: &quot;excitation&quot;' in page.content
     download = browser.get(f"/batches/{batch.pk}/sweep.csv")
     assert download["Content-Type"].startswith("text/csv")
     lines = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode())))
