@@ -207,7 +207,8 @@ def quote(
     checks them, the device resolved the same way, each job priced by `credits.job_price`.
 
     Not validated by pulser: the price depends on runs and device only, and an estimate must
-    answer while the user types."""
+    answer while the user types. An archived project is refused as its submission would be."""
+    check_accepts_work(project)
     specs = jobs if parse_done(jobs) else parse_job_specs(jobs)
     device = resolve_device(device_type, sequence_builder=sequence_builder)
     runs = [spec.runs for spec in specs]

@@ -126,7 +126,8 @@ def test_the_api_and_the_portal_answer_the_sweep_and_the_csv_to_members_only(mem
     browser: Any = Client()
     browser.force_login(member.user)
     page = browser.get(f"/batches/{batch.pk}/sweep/?observable=excitation&x=omega_max&atom=1")
-    assert page.status_code == 200 and b'id="sweep-chart" data-sweep="{&quot;observable&quot;: &quot;excitation&quot;' in page.content
+    assert page.status_code == 200
+    assert b'id="sweep-chart" data-sweep="{&quot;observable&quot;: &quot;excitation&quot;' in page.content
     download = browser.get(f"/batches/{batch.pk}/sweep.csv")
     assert download["Content-Type"].startswith("text/csv")
     lines = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode())))
@@ -134,3 +135,21 @@ def test_the_api_and_the_portal_answer_the_sweep_and_the_csv_to_members_only(mem
     outsider = Client()
     outsider.force_login(stranger.user)
     assert outsider.get(f"/batches/{batch.pk}/sweep.csv").status_code == 404
+
+
+def test_results_are_read_one_at_a_time_as_the_jobs_stream(member, devices, monkeypatch):
+    """What lets a 10,000-job batch answer: a result is read when its job comes, reduced to a few
+    numbers, and dropped; the jobs themselves come in chunks of the (batch, order) index."""
+    batch = make_sweep(member)
+    reads: list[str] = []
+    real = sweeps.read_result
+
+    def counting(job: Job) -> Any:
+        reads.append(str(job.pk))
+        return real(job)
+
+    monkeypatch.setattr(sweeps, "read_result", counting)
+    rows = sweeps.job_rows(batch)
+    first = next(rows)
+    assert len(reads) == 1 and first.stats is not None and first.stats.shots == 10
+    assert sum(1 for _ in rows) == 5 and len(reads) == 5  # the ERROR job has no result to read
