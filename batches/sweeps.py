@@ -129,11 +129,12 @@ def job_rows(batch: Batch, *, bitstring: str | None = None) -> Iterator[JobRow]:
 
 
 def variables_of(batch: Batch, *, sample: int = 1000) -> list[str]:
-    """The variable names the batch's jobs set (from its first `sample` jobs), in first-seen order."""
-    names: dict[str, None] = {}
+    """The variable names the batch's jobs set (from its first `sample` jobs), sorted: PostgreSQL's
+    jsonb does not keep the order they were sent in, so no other order is the same everywhere."""
+    names: set[str] = set()
     for variables in Job.objects.filter(batch=batch).order_by("order").values_list("variables", flat=True)[:sample]:
-        names.update(dict.fromkeys(variables or {}))
-    return list(names)
+        names.update(variables or {})
+    return sorted(names)
 
 
 def check_bitstring(bitstring: str | None) -> str | None:
@@ -205,7 +206,7 @@ def sweep_with_defaults(
     atom: int = 0,
     bitstring: str | None = None,
 ) -> dict[str, Any]:
-    """`sweep` as the API and the portal ask for it: against the batch's first variable unless
+    """`sweep` as the API and the portal ask for it: against the first variable by name unless
     told, with the batch's variable names (for the pickers) in `variables`."""
     names = variables_of(batch)
     x = x or (names[0] if names else None)

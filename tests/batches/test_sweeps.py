@@ -102,7 +102,7 @@ def test_the_csv_has_one_row_per_job_with_variables_runs_status_and_values(membe
     rows = list(sweeps.csv_rows(batch, bitstring="111"))
     header, body = rows[0], rows[1:]
     assert header == [
-        "order", "job_id", "status", "runs", "omega_max", "delta", "shots", "mean_excited", "mean_excited_err",
+        "order", "job_id", "status", "runs", "delta", "omega_max", "shots", "mean_excited", "mean_excited_err",
         "p_111", "p_111_err", "p_excited_atom_0", "p_excited_atom_1", "p_excited_atom_2",
     ]  # fmt: skip
     assert len(body) == 6
@@ -119,7 +119,7 @@ def test_the_api_and_the_portal_answer_the_sweep_and_the_csv_to_members_only(mem
     response = Client().get(url, HTTP_AUTHORIZATION=f"Bearer {member.token}")
     assert response.status_code == 200, response.content
     assert response.json()["data"]["datasets"][0]["points"][0]["y"] == pytest.approx(0.25)
-    assert response.json()["data"]["variables"] == ["omega_max", "delta"]
+    assert response.json()["data"]["variables"] == ["delta", "omega_max"]
     stranger = make_member()
     assert Client().get(url, HTTP_AUTHORIZATION=f"Bearer {stranger.token}").status_code == 404
 

@@ -42,8 +42,10 @@ def test_the_sweep_plot_redraws_for_another_observable_and_downloads_its_csv(pag
     page.goto(f"{live_server.url}/batches/{batch.pk}/")
     page.locator("#sweep-link").click()
     expect(page.locator("h1")).to_have_text("Sweep")
-    expect(page.locator("#sweep-heading")).to_contain_text("against omega_max")
+    expect(page.locator("#sweep-heading")).to_contain_text("against delta")  # the first variable by name
     page.wait_for_function("() => window.Chart && Object.keys(window.Chart.instances).length === 1")
+    page.locator("#sweep-x").select_option("omega_max")
+    expect(page.locator("#sweep-heading")).to_contain_text("against omega_max")  # swapped: the form is new
     page.locator("#sweep-series").select_option("delta")
     expect(page.locator("#sweep-heading")).to_contain_text("⟨number of excited atoms⟩ against omega_max, by delta")
     page.wait_for_function("() => document.querySelector('canvas[data-sweep]').dataset.drawn === '1'")
@@ -60,7 +62,7 @@ def test_the_sweep_plot_redraws_for_another_observable_and_downloads_its_csv(pag
     with page.expect_download() as download:
         page.locator("#sweep-csv").click()
     lines = Path(download.value.path()).read_text().splitlines()
-    assert len(lines) == 7 and lines[0].startswith("order,job_id,status,runs,omega_max,delta")
+    assert len(lines) == 7 and lines[0].startswith("order,job_id,status,runs,delta,omega_max")
 
 
 def test_the_new_batch_form_prices_the_jobs_as_they_are_typed(page, live_server, make_member, devices, login):
