@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Body, Query, Router, Schema
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from batches import services
+from batches import services, sweeps
 from batches.filters import filter_batches
 from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
@@ -221,6 +221,58 @@ def _create_batch(request: HttpRequest, payload: BatchIn) -> dict[str, Any]:
     return _created(batch)
 
 
+class PriceIn(Schema):
+    project_id: UUID
+    jobs: Jobs = []
+    device_type: str | None = None
+    sequence_builder: str | None = None
+
+
+class PriceOut(Schema):
+    device_type: str
+    jobs: int
+    runs: int
+    price: int
+    balance: int
+    balance_after: int
+    spending_cap: int | None = None
+    spending_cap_period: str | None = None
+    spending_cap_used: int | None = None
+    spending_cap_left: int | None = None
+    refused: str | None = None
+
+
+def price_json(q: services.Quote) -> dict[str, Any]:
+    return {
+        "device_type": q.device,
+        "jobs": q.jobs,
+        "runs": q.runs,
+        "price": q.price,
+        "balance": q.balance,
+        "balance_after": q.balance_after,
+        "spending_cap": q.cap,
+        "spending_cap_period": q.cap_period,
+        "spending_cap_used": q.cap_used,
+        "spending_cap_left": q.cap_left,
+        "refused": q.refusal,
+    }
+
+
+@router.post("/api/v1/batches/price", response={200: envelope(PriceOut), **ERRORS})
+def price_batch(request: HttpRequest, payload: PriceIn) -> dict[str, Any]:
+    """What POST /api/v1/batches (or adding these jobs) would charge now, and what it would leave.
+    Nothing is written; `refused` says which 402 the submission would get."""
+    check_depth(request)
+    for name in ("jobs", "device_type", "sequence_builder"):
+        check_json(getattr(payload, name), name)
+    user = request_user(request)
+    project = project_for(user, payload.project_id)
+    q = services.quote(
+        project, user, jobs=payload.jobs, device_type=payload.device_type, sequence_builder=payload.sequence_builder
+    )
+    return ok(price_json(q))
+
+
 @router.get("/api/v1/batches", response={200: envelope(list[BatchOut], paginated=True), **ERRORS})
 def list_batches(request: HttpRequest, filters: Query[BatchFilter]) -> dict[str, Any]:
     for name in ("user_id", "device_type", "tag"):
@@ -354,3 +406,54 @@ def cancel_jobs(request: HttpRequest, batch_id: UUID, filters: Query[CancelJobFi
         return ok(cancel_jobs_json(report.canceled, errors))
 
     return committed(envelope(CancelJobsOut), cancel)
+
+
+class SweepQuery(Schema):
+    observable: Literal["excitation", "mean_excited", "bitstring"] = "mean_excited"
+    x: str | None = None
+    series: str | None = None
+    atom: int = Field(0, ge=0, le=10_000)
+    bitstring: str | None = Field(None, max_length=1000)
+
+
+class SweepPoint(Schema):
+    x: float | str | None
+    y: float
+    err: float
+    jobs: int
+    shots: int
+
+
+class SweepSeries(Schema):
+    label: str
+    points: list[SweepPoint]
+
+
+class SweepOut(Schema):
+    observable: str
+    label: str
+    x: str | None
+    series: str | None
+    numeric_x: bool
+    finished_jobs: int
+    variables: list[str]
+    datasets: list[SweepSeries]
+
+
+@router.get("/api/v1/batches/{batch_id}/sweep", response={200: envelope(SweepOut), **ERRORS})
+def get_sweep(request: HttpRequest, batch_id: UUID, query: Query[SweepQuery]) -> dict[str, Any]:
+    """An observable of the finished jobs against a variable (and a second one as series), with
+    the shots' standard error: computed from the stored counters (`batches.sweeps`)."""
+    for name in ("x", "series", "bitstring"):
+        check_json(getattr(query, name), name)
+    batch = services.get_batch_for(request_user(request), batch_id)
+    return ok(
+        sweeps.sweep_with_defaults(
+            batch,
+            observable=query.observable,
+            x=query.x,
+            series=query.series,
+            atom=query.atom,
+            bitstring=query.bitstring,
+        )
+    )

@@ -153,3 +153,53 @@ class Workload(models.Model):
 
     def __str__(self) -> str:
         return f"Workload {self.id}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL a project admin registered in the portal: every batch of the project that ends is
+    POSTed there (signed, as a batch's own `webhook`)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey("portal.Project", on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=500)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["project", "url"], name="one_endpoint_per_project_url")]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One ended batch's summary to one URL (its own webhook or a project endpoint): the log the
+    portal shows, and what a retry or a redelivery updates. `delivered_at`: answered below 500."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey("portal.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="webhook_deliveries", db_index=False)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    url = models.URLField(max_length=500)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"], name="webhook_delivery_project")]
+        # Its index is the (batch, url) one: a batch's deliveries, and the one a retry updates.
+        constraints = [models.UniqueConstraint(fields=["batch", "url"], name="one_delivery_per_batch_url")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id} → {self.url}"
+
+    @property
+    def failed(self) -> bool:
+        return self.delivered_at is None and (self.attempts > 0 or bool(self.error))

@@ -147,7 +147,7 @@ def check_accepts_work(project: Project) -> None:
 def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: User, start: int) -> list[dict[str, Any]]:
     """The jobs' rows, ready for `insert_rows`: plain dicts, ids made here. With the times
     `insert_rows` adds, every column a job shows (the API answers from them)."""
-    price = batch.device.price_per_run
+    device = batch.device
     return [
         {
             "id": uuid4(),
@@ -163,10 +163,66 @@ def _new_jobs(batch: Batch, specs: Sequence[JobSpec], user: User, start: int) ->
             "variables": spec.variables,
             "sequence": spec.sequence,
             "parent_id": spec.parent_id,
-            "price": spec.runs * price,
+            "price": credits.job_price(device, spec.runs),
         }
         for i, spec in enumerate(specs)
     ]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a would-be submission costs and what it leaves: the price `charge_jobs` would charge."""
+
+    device: str
+    jobs: int
+    runs: int
+    price: int
+    balance: int
+    cap: int | None = None
+    cap_period: str | None = None
+    cap_used: int | None = None
+
+    @property
+    def balance_after(self) -> int:
+        return self.balance - self.price
+
+    @property
+    def cap_left(self) -> int | None:
+        return None if self.cap is None or self.cap_used is None else self.cap - self.cap_used
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the submission would be refused with a 402 now (None if it would be charged)."""
+        if self.cap_left is not None and self.price > self.cap_left:
+            return "spending_cap"
+        if self.price > self.balance:
+            return "insufficient_credits"
+        return None
+
+
+def quote(
+    project: Project, user: User, *, jobs: Any, device_type: str | None = None, sequence_builder: str | None = None
+) -> Quote:
+    """Price a submission without writing anything: the jobs' shapes checked as `create_batch`
+    checks them, the device resolved the same way, each job priced by `credits.job_price`.
+
+    Not validated by pulser: the price depends on runs and device only, and an estimate must
+    answer while the user types. An archived project is refused as its submission would be."""
+    check_accepts_work(project)
+    specs = jobs if parse_done(jobs) else parse_job_specs(jobs)
+    device = resolve_device(device_type, sequence_builder=sequence_builder)
+    runs = [spec.runs for spec in specs]
+    cap = credits.cap_of(project, user)
+    return Quote(
+        device=device.name,
+        jobs=len(specs),
+        runs=sum(runs),
+        price=credits.price_of(device, runs),
+        balance=credits.balance_of(project),
+        cap=cap.amount if cap else None,
+        cap_period=cap.period if cap else None,
+        cap_used=credits.cap_usage(cap) if cap else None,
+    )
 
 
 def create_batch(

@@ -32,3 +32,9 @@ def send_webhook(self: Any, batch_id: str) -> None:
         webhooks.deliver(batch_id)
     except requests.RequestException as exc:
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
+
+
+@shared_task(name="batches.tasks.redeliver_webhook", ignore_result=True, acks_late=True)
+def redeliver_webhook(delivery_id: str) -> None:
+    """One more attempt at a logged delivery, asked for from the portal (no retries: the log shows it)."""
+    webhooks.redeliver(int(delivery_id))

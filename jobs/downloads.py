@@ -1,26 +1,48 @@
-"""Results of many jobs as one zip, streamed: one JSON file per job plus a manifest.
+"""Results of many jobs as one zip, streamed: one JSON file per job plus the manifests.
 
 The zip is written into a small buffer that is drained after every piece of a file, jobs are
-read from the database in chunks, and their result files a few at a time (one query per
-chunk with the database storage, each file inflated piece by piece), so 10,000 jobs download
-with flat memory.
+read from the database in chunks, and their result files a few at a time (one query per chunk
+with the database storage, each file inflated piece by piece), so 10,000 jobs download with flat
+memory. The manifests
+(manifest.json as it always was, manifest.csv and manifest.jsonl with ids, batch, variables,
+runs, status, error, credits and times) grow in temporary files on disk, not in memory, and
+are copied into the zip at the end: a zip member is written whole, one at a time.
+
+One code path for every download: a batch's results, its selected jobs, and the export of a
+filtered selection spanning batches (`per_batch=True` puts each batch's files in its folder).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import tempfile
 import zipfile
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
-from django.db.models import QuerySet
+from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import StreamingHttpResponse
 
 from jobs.models import Job
 from jobs.storage import openers
+from portal.models import CreditTransaction
 
 _CHUNK = 500
 _FILES_CHUNK = 20  # result files read per query: what the zip holds in memory at once
+_COPY = 64 * 1024
+MANIFEST_COLUMNS = (
+    "id", "batch_id", "order", "status", "runs", "variables", "error", "credits",
+    "created_at", "start_timestamp", "end_timestamp", "file",
+)  # fmt: skip
+
+
+class _CsvLines:
+    """csv.writer's file: each row comes back as its encoded line, for a binary temporary file."""
+
+    def write(self, value: str) -> bytes:
+        return value.encode()
 
 
 class _Drain:
@@ -41,7 +63,12 @@ class _Drain:
         return data
 
 
-def _manifest_row(job: Job, name: str | None) -> dict[str, Any]:
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _legacy_row(job: Job, name: str | None) -> dict[str, Any]:
+    """A manifest.json row, as batch downloads have always written it."""
     return {
         "id": str(job.pk),
         "order": job.order,
@@ -53,44 +80,103 @@ def _manifest_row(job: Job, name: str | None) -> dict[str, Any]:
     }
 
 
-def iter_results_zip(jobs: QuerySet[Job], *, batch_id: object) -> Iterator[bytes]:
+def manifest_row(job: Job, name: str | None) -> dict[str, Any]:
+    """A manifest.csv / manifest.jsonl row: `credits` is what the job costs after any refund."""
+    return {
+        "id": str(job.pk),
+        "batch_id": str(job.batch_id),
+        "order": job.order,
+        "status": job.status,
+        "runs": job.runs,
+        "variables": job.variables,
+        "error": "; ".join(str(e) for e in job.errors or []) or None,
+        "credits": int(getattr(job, "net_credits", job.price) or 0),
+        "created_at": _iso(job.created_at),
+        "start_timestamp": _iso(job.start_timestamp),
+        "end_timestamp": _iso(job.end_timestamp),
+        "file": name,
+    }
+
+
+def with_credits(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    """Each job's charge minus its refund from the ledger (its unique (job, kind) index: two rows)."""
+    spent = (
+        CreditTransaction.objects.filter(job=OuterRef("pk"), kind__in=["CHARGE", "REFUND"])
+        .order_by()
+        .values("job")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return jobs.annotate(net_credits=-Coalesce(Subquery(spent, output_field=IntegerField()), 0))
+
+
+def _copy(source: IO[bytes], archive: zipfile.ZipFile, name: str, drain: _Drain) -> Iterator[bytes]:
+    with archive.open(name, mode="w") as target:
+        while chunk := source.read(_COPY):
+            target.write(chunk)
+            yield drain.take()
+
+
+def iter_results_zip(jobs: QuerySet[Job], *, batch_id: object = None, per_batch: bool = False) -> Iterator[bytes]:
     drain = _Drain()
-    manifest: list[dict[str, Any]] = []
-    fields = ("id", "order", "status", "runs", "variables", "errors", "result_path", "batch_id")
-    # _Drain is a write-only file object (write/flush/tell); the stubs' protocols don't see it
-    with zipfile.ZipFile(drain, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
-        pending: list[Job] = []
+    fields = (
+        "id", "order", "status", "runs", "variables", "errors", "result_path", "batch_id", "price",
+        "created_at", "start_timestamp", "end_timestamp",
+    )  # fmt: skip
+    ordering = ("batch_id", "order") if per_batch else ("order",)
+    with (
+        tempfile.TemporaryFile() as legacy,
+        tempfile.TemporaryFile() as jsonl,
+        tempfile.TemporaryFile() as table,
+    ):
+        writer = csv.writer(_CsvLines())
+        table.write(writer.writerow(MANIFEST_COLUMNS))
+        legacy.write(json.dumps({"batch_id": str(batch_id) if batch_id else None})[:-1].encode() + b', "jobs": [')
+        # _Drain is a write-only file object (write/flush/tell); the stubs' protocols don't see it
+        with zipfile.ZipFile(drain, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
+            index = 0
 
-        def write(group: list[Job]) -> Iterator[bytes]:
-            opening = openers([job.result_path for job in group if job.result_path])
-            for job in group:
-                name = None
-                opener = opening.pop(job.result_path, None) if job.result_path else None
-                try:
-                    source = opener() if opener is not None else None
-                except FileNotFoundError:
-                    source = None
-                if source is not None:
-                    name = f"jobs/{job.order:05d}-{job.pk}.json"
-                    with source, archive.open(name, mode="w") as target:
-                        while chunk := source.read(64 * 1024):
-                            target.write(chunk)
-                            yield drain.take()
-                manifest.append(_manifest_row(job, name))
-                yield drain.take()
+            def write(group: list[Job]) -> Iterator[bytes]:
+                nonlocal index
+                opening = openers([job.result_path for job in group if job.result_path])
+                for job in group:
+                    name = None
+                    opener = opening.get(job.result_path) if job.result_path else None
+                    try:
+                        source = opener() if opener is not None else None
+                    except FileNotFoundError:
+                        source = None
+                    if source is not None:
+                        folder = f"batches/{job.batch_id}/" if per_batch else "jobs/"
+                        name = f"{folder}{job.order:05d}-{job.pk}.json"
+                        with source:
+                            yield from _copy(source, archive, name, drain)
+                    legacy.write((", " if index else "\n").encode() + json.dumps(_legacy_row(job, name)).encode())
+                    row = manifest_row(job, name)
+                    jsonl.write(json.dumps(row).encode() + b"\n")
+                    table.write(writer.writerow([json.dumps(v) if k == "variables" else v for k, v in row.items()]))
+                    index += 1
+                    yield drain.take()
 
-        for job in jobs.only(*fields).order_by("order").iterator(chunk_size=_CHUNK):
-            pending.append(job)
-            if len(pending) >= _FILES_CHUNK:
-                yield from write(pending)
-                pending = []
-        yield from write(pending)
-        document = {"batch_id": str(batch_id), "jobs": manifest}
-        archive.writestr("manifest.json", json.dumps(document, indent=1))
-    yield drain.take()
+            pending: list[Job] = []
+            for job in with_credits(jobs.only(*fields)).order_by(*ordering).iterator(_CHUNK):
+                pending.append(job)
+                if len(pending) >= _FILES_CHUNK:
+                    yield from write(pending)
+                    pending = []
+            yield from write(pending)
+            legacy.write(b"\n]}")
+            for member, handle in (("manifest.json", legacy), ("manifest.jsonl", jsonl), ("manifest.csv", table)):
+                handle.seek(0)
+                yield from _copy(handle, archive, member, drain)
+        yield drain.take()
 
 
-def results_zip_response(jobs: QuerySet[Job], *, batch_id: object, filename: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(iter_results_zip(jobs, batch_id=batch_id), content_type="application/zip")
+def results_zip_response(
+    jobs: QuerySet[Job], *, batch_id: object = None, filename: str, per_batch: bool = False
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        iter_results_zip(jobs, batch_id=batch_id, per_batch=per_batch), content_type="application/zip"
+    )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -16,6 +16,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 RUN_JOB = "batches.tasks.run_job"
 TICK = "batches.tasks.tick"
 SEND_WEBHOOK = "batches.tasks.send_webhook"
+REDELIVER_WEBHOOK = "batches.tasks.redeliver_webhook"
 
 app = Celery("tweezer")
 app.config_from_object("django.conf:settings", namespace="CELERY")

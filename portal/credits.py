@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q, Sum
+from django.utils import timezone
 
 from portal.bulk import insert_rows
-from portal.errors import InsufficientCredits
-from portal.models import CreditTransaction, Project
+from portal.errors import InsufficientCredits, SpendingCapExceeded
+from portal.models import CreditTransaction, Project, SpendingCap
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from uuid import UUID
 
     from django.contrib.auth.models import User
 
+    from backends.models import Device
     from batches.models import Batch
     from jobs.models import Job
 
@@ -51,15 +55,30 @@ def adjust(project: Project, amount: int, *, by: User | None, reason: str) -> Cr
         )
 
 
-def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | None) -> int:
-    """Charge every job (id, price) its price in one step; refuse the whole set if the project cannot pay.
+def job_price(device: Device, runs: int) -> int:
+    """What one job of `runs` shots costs on `device`: the only price rule (charge and estimate)."""
+    return int(runs) * int(device.price_per_run)
 
-    Raises InsufficientCredits, which the caller lets roll back the jobs it created.
+
+def price_of(device: Device, runs: Sequence[int]) -> int:
+    """What a submission of jobs with these runs costs: the sum `charge_jobs` would charge."""
+    return sum(job_price(device, r) for r in runs)
+
+
+def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | None) -> int:
+    """Charge every job (id, price) its price in one step; refuse the whole set if the project cannot
+    pay or if it would take the submitter past their spending cap.
+
+    Raises InsufficientCredits or SpendingCapExceeded, which the caller lets roll back the jobs it
+    created. Must run in the caller's transaction: the cap's row lock is held until it commits.
     """
     total = sum(price for _, price in prices)
+    if total and by is not None:
+        _check_cap(batch.project, by, total)
     if total:
         _move_balance(batch.project, -total)
     user_id = by.pk if by else None
+    action = uuid4()
     rows = [
         {
             "project_id": batch.project_id,
@@ -68,6 +87,7 @@ def charge_jobs(batch: Batch, prices: Sequence[tuple[UUID, int]], *, by: User | 
             "job_id": job_id,
             "batch_id": batch.pk,
             "user_id": user_id,
+            "action": action,
         }
         for job_id, price in prices
         if price
@@ -121,6 +141,68 @@ def refund_jobs(jobs: Sequence[Job], *, by: User | None, reason: str) -> int:
     if not paid:
         return 0
     total = sum(int(job.price) for job in paid)
-    insert_rows(CreditTransaction, [_refund_row(job, by=by, reason=reason) for job in paid])
+    action = uuid4()
+    insert_rows(CreditTransaction, [{**_refund_row(job, by=by, reason=reason), "action": action} for job in paid])
     Project.objects.filter(pk=paid[0].project_id).update(balance=F("balance") + total)
     return total
+
+
+# --- spending caps -----------------------------------------------------------------------------
+
+
+def period_start(period: str, *, now: datetime | None = None) -> datetime | None:
+    """Where a cap's period starts: the first of the current month (local time), or never (TOTAL)."""
+    if period != SpendingCap.Period.MONTH:
+        return None
+    local = timezone.localtime(now)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def spent_by(project: Project, user: User, *, since: datetime | None = None) -> int:
+    """Credits `user` spent in `project` (their jobs' charges minus those jobs' refunds), from the ledger.
+
+    Refunds count against the submitter whoever canceled: the job was theirs."""
+    rows = CreditTransaction.objects.filter(project=project, kind__in=[Kind.CHARGE, Kind.REFUND]).filter(
+        Q(job__user=user) | Q(job__isnull=True, user=user)
+    )
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    return -int(rows.aggregate(s=Sum("amount"))["s"] or 0)
+
+
+def cap_of(project: Project, user: User) -> SpendingCap | None:
+    return SpendingCap.objects.filter(project=project, user=user).first()
+
+
+def cap_usage(cap: SpendingCap) -> int:
+    return spent_by(cap.project, cap.user, since=period_start(cap.period))
+
+
+def _check_cap(project: Project, user: User, price: int) -> None:
+    """Refuse `price` if it takes `user` past their cap in `project`.
+
+    The cap row is locked (SELECT … FOR UPDATE) before the ledger is summed: a concurrent
+    submission by the same member waits here until this one commits or rolls back, then sums a
+    ledger that includes this one's charges (READ COMMITTED takes a fresh snapshot per statement).
+    """
+    cap = SpendingCap.objects.select_for_update().filter(project=project, user=user).first()
+    if cap is None:
+        return
+    used = spent_by(project, user, since=period_start(cap.period))
+    if used + price > cap.amount:
+        raise SpendingCapExceeded(cap=cap.amount, period=cap.period, used=used, price=price, project=project)
+
+
+def set_cap(project: Project, user: User, amount: int | None, period: str, *, by: User | None) -> SpendingCap | None:
+    """Set (or with `amount` None, remove) a member's cap. Only for members of the project."""
+    if not project.memberships.filter(user=user).exists():
+        raise ValueError(f"{user} is not a member of {project}.")
+    if amount is None:
+        SpendingCap.objects.filter(project=project, user=user).delete()
+        return None
+    if amount < 0:
+        raise ValueError("A spending cap is a number of credits, 0 or more.")
+    cap, _ = SpendingCap.objects.update_or_create(
+        project=project, user=user, defaults={"amount": int(amount), "period": period, "set_by": by}
+    )
+    return cap

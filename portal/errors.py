@@ -45,3 +45,21 @@ class Conflict(TweezerError):
     """A transition that is no longer possible (cancel a DONE job, add to a closed batch)."""
 
     status_code = 409
+
+
+class SpendingCapExceeded(TweezerError):
+    """A member's spending cap (portal.models.SpendingCap) would be passed: a 402, nothing charged."""
+
+    status_code = 402
+
+    def __init__(self, *, cap: int, period: str, used: int, price: int, project: Project) -> None:
+        when = "this month" if period == "MONTH" else "in total"
+        super().__init__(
+            f"Spending cap reached: your cap in project '{project.name}' is {cap:,} credits {when}, "
+            f"you have used {used:,}, and this submission costs {price:,} "
+            f"({max(cap - used, 0):,} left). Nothing was created or charged.",
+            cap=cap,
+            period=period,
+            used=used,
+            price=price,
+        )

@@ -88,10 +88,17 @@ class CreditTransaction(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The rows one action wrote together (a submission's charges, a cancel's refunds) share it:
+    # the credits pages show them as one line ("30 jobs refunded, 6,000 credits"). Null on rows
+    # written one at a time, and on rows from before it existed.
+    action = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["project", "-created_at"], name="ledger_project_created")]
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="ledger_project_created"),
+            models.Index(fields=["action"], name="ledger_action", condition=Q(action__isnull=False)),
+        ]
         constraints = [
             # The database, not a check in Python, guarantees one charge and one refund per job.
             models.UniqueConstraint(
@@ -103,3 +110,33 @@ class CreditTransaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} ({self.project})"
+
+
+class SpendingCap(models.Model):
+    """A member's spending limit in a project, set by a project ADMIN.
+
+    Checked by `credits.charge_jobs` inside the submitting transaction, with this row locked:
+    two submissions by the same member take turns, so together they never pass the cap.
+    """
+
+    class Period(models.TextChoices):
+        MONTH = "MONTH", "per calendar month"
+        TOTAL = "TOTAL", "in total"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="spending_caps")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="spending_caps")
+    amount = models.BigIntegerField(help_text="Credits the member may spend in the period (charges minus refunds).")
+    period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="one_spending_cap_per_member"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="spending_cap_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project}: {self.amount} {self.get_period_display()}"

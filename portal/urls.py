@@ -5,11 +5,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from backends.api import router as devices
+from batches import webhook_views
 from batches.api import router as batches
 from batches.workload_api import router as workloads
 from jobs.api import results_router
 from jobs.api import router as jobs
-from portal import views
+from portal import credit_views, views
 from portal.account_api import router as account
 from portal.api import api
 
@@ -29,7 +30,14 @@ urlpatterns = [
     path("devices/", views.devices, name="devices"),
     path("credits/", views.credits, name="credits"),
     path("credits/ledger.csv", views.credits_csv, name="credits_csv"),
+    path("credits/overview/", credit_views.overview, name="credits_overview"),
+    path("credits/overview/ledger-group/", credit_views.ledger_group, name="credits_ledger_group"),
+    path("credits/caps/", credit_views.set_cap, name="credits_set_cap"),
     path("tokens/", views.tokens, name="tokens"),
+    path("webhooks/", webhook_views.webhook_list, name="webhooks"),
+    path("webhooks/add/", webhook_views.webhook_add, name="webhook_add"),
+    path("webhooks/<uuid:endpoint_id>/delete/", webhook_views.webhook_delete, name="webhook_delete"),
+    path("webhooks/deliveries/<int:delivery_id>/redeliver/", webhook_views.webhook_redeliver, name="webhook_redeliver"),
     path("tokens/<uuid:token_id>/revoke/", views.token_revoke, name="token_revoke"),
     path("batches/", include("batches.urls")),
     path("jobs/", include("jobs.urls")),

@@ -221,3 +221,28 @@ def test_a_batch_canceled_while_jobs_are_added_ends_after_every_job_it_holds(dev
         newest = max(Job.objects.filter(batch=batch).values_list("created_at", flat=True))
         assert final.end_datetime >= newest
         assert set(Job.objects.filter(batch=batch).values_list("status", flat=True)) == {"CANCELED"}
+
+
+def test_concurrent_submissions_by_a_capped_member_never_pass_the_cap(devices, make_member):
+    """Issue 21.4: 12 threads each submit 30 credits under a 100-credit cap: exactly 3 pass."""
+    from portal.errors import SpendingCapExceeded
+
+    queued_device(devices, 1)
+    capped = make_member(credits=100_000, role="MEMBER")
+    credits.set_cap(capped.project, capped.user, 100, "MONTH", by=None)
+
+    def submit(_: int) -> Batch:
+        return services.create_batch(
+            capped.project,
+            capped.user,
+            sequence_builder=SEQUENCE,
+            jobs=[job_spec(10), job_spec(20)],
+            device_type="EMU_FREE",
+            validate=False,
+        )
+
+    results = race(12, submit)
+    assert all(isinstance(r, Batch | SpendingCapExceeded) for r in results), results
+    assert sum(isinstance(r, Batch) for r in results) == 3
+    assert credits.cap_usage(capped.project.spending_caps.get()) == 90
+    assert credits.balance_of(capped.project) == 100_000 - 90

@@ -23,7 +23,7 @@ from tests.sequences import analog_sequence
 
 pytestmark = pytest.mark.django_db
 
-ID_PARAMS = {"batch_id", "job_id", "token_id", "workload_id"}
+ID_PARAMS = {"batch_id", "job_id", "token_id", "workload_id", "endpoint_id", "delivery_id"}
 ADD_JOBS_BODY = [{"runs": 5, "variables": {"omega_max": 1.0}}]
 
 
@@ -50,7 +50,20 @@ def victim(devices, make_member) -> dict[str, Any]:
         config={"sequence": analog_sequence(2), "runs": 5, "variables": {"omega_max": 1.0}},
     )
     token = ApiToken.objects.filter(user=owner.user).first()
-    return {"member": owner, "batch": batch, "job": job, "workload": workload, "token": token}
+    # A webhook endpoint and a logged delivery (rows only: nothing is sent).
+    from batches.models import WebhookDelivery, WebhookEndpoint
+
+    endpoint = WebhookEndpoint.objects.create(project=owner.project, url="https://hooks.example.org/b")
+    delivery = WebhookDelivery.objects.create(project=owner.project, batch=batch, endpoint=endpoint, url=endpoint.url)
+    return {
+        "member": owner,
+        "batch": batch,
+        "job": job,
+        "workload": workload,
+        "token": token,
+        "endpoint": endpoint,
+        "delivery": delivery,
+    }
 
 
 def _snapshot() -> tuple[int, int, int, int, list[str], list[str]]:
@@ -204,6 +217,8 @@ def test_every_portal_page_with_another_projects_ids_is_404(make_member, victim)
         "batch_id": str(victim["batch"].pk),
         "job_id": str(victim["job"].pk),
         "token_id": str(victim["token"].pk),
+        "endpoint_id": str(victim["endpoint"].pk),
+        "delivery_id": str(victim["delivery"].pk),
     }
     before = _snapshot()
     attacked = 0
@@ -221,13 +236,20 @@ def test_every_portal_page_with_another_projects_ids_is_404(make_member, victim)
     assert _snapshot() == before
     victim["token"].refresh_from_db()
     assert victim["token"].revoked_at is None
+    victim["delivery"].refresh_from_db()  # neither removed nor redelivered
+    assert victim["delivery"].endpoint_id == victim["endpoint"].pk and victim["delivery"].attempts == 0
     print(f"\nFIGURE portal requests with another project's ids: {attacked}, all 404")
 
 
 def test_every_portal_post_without_a_csrf_token_is_403(member, victim):
     client = Client(enforce_csrf_checks=True)
     client.force_login(member.user)
-    ids = {"batch_id": str(victim["batch"].pk), "job_id": str(victim["job"].pk), "token_id": str(uuid.uuid4())}
+    ids = {
+        "batch_id": str(victim["batch"].pk),
+        "job_id": str(victim["job"].pk),
+        "token_id": str(uuid.uuid4()),
+        "delivery_id": str(victim["delivery"].pk),
+    }
     before = _snapshot()
     refused = 0
     for route, _ in _portal_patterns():
