@@ -148,4 +148,4 @@ def test_a_zip_reads_its_result_files_from_the_database_a_chunk_per_query(
         )
     with django_assert_max_num_queries(10):
         data = b"".join(iter_results_zip(batch.jobs.all(), batch_id=batch.pk))
-    assert len(zipfile.ZipFile(io.BytesIO(data)).namelist()) == 61
+    assert len(zipfile.ZipFile(io.BytesIO(data)).namelist()) == 60 + 3  # the results and the three manifests
