@@ -243,8 +243,7 @@ def start_web(
         sys.executable, "-m", "gunicorn", app, "-b", f"127.0.0.1:{port}",
         "-w", str(workers), "--threads", str(threads), "--timeout", "300",
     ]  # fmt: skip
-    path = "/login/" if app == "portal.wsgi" else "/hello/"
-    return Process(command, env, f"{DB_NAME}-web-{port}.log", _http_ready(port, path)), f"http://127.0.0.1:{port}"
+    return Process(command, env, f"{DB_NAME}-web-{port}.log", _http_ready(port)), f"http://127.0.0.1:{port}"
 
 
 @contextmanager
@@ -362,6 +361,15 @@ def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def size_label(n: int) -> str:
+    """100 -> "100", 100_000 -> "100k", 1_000_000 -> "1M": the sizes in a ratio's name."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -1,7 +1,8 @@
 """`make bench`: every scenario, one after the other, then every `ratio` line again at the end.
 
 Scenarios with workers share Redis DB 6's queues, so they never run at the same time.
-`--quick` runs smaller sizes (listing up to 100k, fewer jobs) for a check in a few minutes.
+`--quick` runs smaller sizes (listing up to 100k, the batch page at 20k jobs, fewer jobs) for a
+check in a few minutes.
 Output of each script goes to var/h-bench/out/<name>.txt as well as to the terminal.
 """
 
@@ -23,7 +24,7 @@ SCENARIOS: list[tuple[str, str, list[str], list[str]]] = [
     ("3-listing", "bench/listing.py", [], ["--scale", "0.1"]),
     ("4-batch-create", "bench/batch_create.py", [], ["--jobs", "300"]),
     ("5-throughput", "bench/throughput.py", [], ["--batches", "2", "--jobs", "8", "--noops", "300"]),
-    ("6-7-portal", "bench/portal_pages.py", [], ["--jobs", "2000"]),
+    ("6-7-portal", "bench/portal_pages.py", [], ["--jobs", "2000", "--page-large", "20000"]),
     ("8-embedded-pipeline", "bench/pipeline.py", ["--db", "sqlite", "--jobs", "20"], ["--db", "sqlite", "--jobs", "8"]),
     ("backends", "bench/backends.py", [], []),
     ("9-scale", "bench/scale.py", [], ["--processes", "1,2,4", "--jobs", "8", "--reps", "1"]),
