@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 from typing import Any
 
@@ -104,7 +105,10 @@ def _worker_commit_durability(**_: Any) -> None:
 
 @worker_process_init.connect
 def _freeze_loaded_objects(**_: Any) -> None:
-    """What a worker child inherits lives as long as it: out of the garbage collector's walks."""
+    """What a worker child inherits lives as long as it: out of the garbage collector's walks.
+    The emulator every worker runs (EMU_FREE's QuTiP, which the adapter loads on first use) is
+    loaded first, so that it is set aside too; a web process never loads it."""
+    importlib.import_module("pulser_simulation")
     gc.freeze()
 
 
