@@ -101,7 +101,13 @@ def check_command(argv: list[str]) -> dict[str, Any]:
             found["paths"].add(path)
         assert found["paths"], f"a python -c health check that calls nothing: {argv}"
     elif argv[0] == "gunicorn":
-        assert importlib.util.find_spec(argv[1]) is not None, f"no module {argv[1]}"
+        module, _, attribute = argv[1].partition(":")  # `portal.asgi:application`: the app in a module
+        assert importlib.util.find_spec(module) is not None, f"no module {module}"
+        if attribute:
+            assert hasattr(importlib.import_module(module), attribute), f"no {attribute} in {module}"
+        if "-k" in argv:  # a worker class: `uvicorn.workers.UvicornWorker`
+            worker_module, _, worker_class = argv[argv.index("-k") + 1].rpartition(".")
+            assert hasattr(importlib.import_module(worker_module), worker_class), f"no worker class {argv}"
         bind = argv[argv.index("-b") + 1]
         found["ports"].add(int(bind.rsplit(":", 1)[1]))
     elif argv[0] == "celery":
