@@ -59,12 +59,9 @@ async def batch_events(request: HttpRequest, batch_id: UUID) -> HttpResponseBase
         return HttpResponse(status=204)
     holder = events.holder_of(request)
     hub = events.hub()
-    try:
-        hub.check(holder)
-    except events.TooBusy as exc:
-        response = HttpResponse(exc.message, status=429, content_type="text/plain")
-        response["Retry-After"] = str(settings.HOLD_RETRY_AFTER_SECONDS)
-        return response
+    busy = _too_busy(hub, holder)
+    if busy is not None:
+        return busy
 
     async def stream() -> AsyncIterator[str]:
         # Ends after SSE_STREAM_SECONDS (the browser reconnects, its session checked again), when
@@ -130,12 +127,9 @@ async def project_events(request: HttpRequest) -> HttpResponseBase:
     project_id = await sync_to_async(_current_project_id)(request)
     holder = events.holder_of(request)
     hub = events.hub()
-    try:
-        hub.check(holder)
-    except events.TooBusy as exc:
-        response = HttpResponse(exc.message, status=429, content_type="text/plain")
-        response["Retry-After"] = str(settings.HOLD_RETRY_AFTER_SECONDS)
-        return response
+    busy = _too_busy(hub, holder)
+    if busy is not None:
+        return busy
     since = timezone.now()
 
     async def stream() -> AsyncIterator[str]:
@@ -164,3 +158,14 @@ async def project_events(request: HttpRequest) -> HttpResponseBase:
     stream_response["Cache-Control"] = "no-cache"
     stream_response["X-Accel-Buffering"] = "no"
     return stream_response
+
+
+def _too_busy(hub: events.Hub, holder: str) -> HttpResponse | None:
+    """A 429 with Retry-After when this process or this holder has as many streams as allowed."""
+    try:
+        hub.check(holder)
+    except events.TooBusy as exc:
+        response = HttpResponse(exc.message, status=429, content_type="text/plain")
+        response["Retry-After"] = str(settings.HOLD_RETRY_AFTER_SECONDS)
+        return response
+    return None

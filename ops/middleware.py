@@ -5,10 +5,9 @@ redirect applies to it."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from health_check.views import HealthCheckView
@@ -16,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ops.health import READY_CHECKS
 from ops.metrics import exposition
+from portal.middleware import BothModes
 
 #: The operations endpoints: the deployment manifests' probes and scrapes use these paths.
 PATHS = ("/healthz", "/readyz", "/metrics")
@@ -50,31 +50,18 @@ def metrics(request: HttpRequest) -> HttpResponse:
 VIEWS: dict[str, Callable[[HttpRequest], HttpResponse]] = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
 
 
-class OpsEndpointsMiddleware:
+class OpsEndpointsMiddleware(BothModes):
     """Sync or async, as the chain below it: an async chain keeps held requests off threads
     (issue 19), so the endpoints' database reads go to a thread here."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
+    def before(self, request: HttpRequest) -> HttpResponse | None:
         view = _view_for(request)
-        return view(request) if view is not None else self.get_response(request)
+        return view(request) if view is not None else None
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        view = _view_for(request)
-        if view is not None:
-            return await sync_to_async(view)(request)
-        response: Awaitable[HttpResponse] = self.get_response(request)
-        return await response
+    async def abefore(self, request: HttpRequest) -> HttpResponse | None:
+        if _view_for(request) is None:
+            return None
+        return await sync_to_async(self.before)(request)
 
 
 def _view_for(request: HttpRequest) -> Callable[[HttpRequest], HttpResponse] | None:

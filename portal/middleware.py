@@ -29,7 +29,7 @@ def _fail(status: int, message: str) -> JsonResponse:
     )
 
 
-class _BothModes:
+class BothModes:
     """A middleware that Django may call from sync or async code, as the chain below it is."""
 
     sync_capable = True
@@ -47,20 +47,25 @@ class _BothModes:
         return self.before(request) or self.after(request, self.get_response(request))
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        early = self.before(request)
+        early = await self.abefore(request)
         if early is not None:
             return early
         response: Awaitable[HttpResponse] = self.get_response(request)
         return self.after(request, await response)
 
     def before(self, request: HttpRequest) -> HttpResponse | None:
+        """An answer that skips the rest of the chain, or None."""
         return None
+
+    async def abefore(self, request: HttpRequest) -> HttpResponse | None:
+        """`before` in an async chain; one that reads the database runs it in a thread."""
+        return self.before(request)
 
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         return response
 
 
-class GzipRequestMiddleware(_BothModes):
+class GzipRequestMiddleware(BothModes):
     """Decompress `Content-Encoding: gzip` bodies with a cap on the inflated size (zip bombs)."""
 
     def before(self, request: HttpRequest) -> HttpResponse | None:
@@ -84,7 +89,7 @@ class GzipRequestMiddleware(_BothModes):
         return None
 
 
-class ContentSecurityPolicyMiddleware(_BothModes):
+class ContentSecurityPolicyMiddleware(BothModes):
     """Scripts and styles from our own origin only: htmx is vendored, no inline handlers."""
 
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
