@@ -120,7 +120,10 @@ def test_the_band_contains_the_real_start_of_a_queued_batch(emu, submit):
     started = Batch.objects.get(pk=queued.pk).start_datetime
     assert started is not None and Batch.objects.get(pk=history.pk).status == "DONE"
     p10, p90 = mine.start
-    assert p10 <= started <= p90 + timedelta(milliseconds=200), (estimated_at, p10, started, p90)
+    # The band is of job run times; the scheduler's own steps between jobs (a transaction or
+    # two each) are not in it: a small margin on both sides.
+    margin = timedelta(milliseconds=50)
+    assert p10 - margin <= started <= p90 + 4 * margin, (estimated_at, p10, started, p90)
 
 
 def test_the_batch_page_and_the_queue_board_show_the_same_band(member, emu, submit, client, settings):
