@@ -15,6 +15,7 @@ from batches import scheduler
 from batches.models import Batch
 from batches.queue import FinishedJob, QueuedBatch, estimate_queue, read_queue, seconds_per_run
 from tests.batches.conftest import drain, run_dispatched
+from tests.conftest import consumers_paused
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -104,7 +105,13 @@ def test_a_device_that_is_not_up_gives_no_estimate_and_says_why():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_band_contains_the_real_start_of_a_queued_batch(emu, submit):
-    """A queue of known jobs on one slot: estimate, run it, compare."""
+    """A queue of known jobs on one slot: estimate, run it, compare (this test runs the jobs
+    itself: a session worker must not take them)."""
+    with consumers_paused("device.EMU_FREE"):
+        _estimate_then_run(emu, submit)
+
+
+def _estimate_then_run(emu: Device, submit: Any) -> None:
     drain(emu)  # nothing left from elsewhere
     history = submit(6)
     drain(emu)  # the device's recent seconds per run

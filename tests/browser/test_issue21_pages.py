@@ -8,6 +8,7 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,16 @@ from portal.models import SpendingCap
 from tests.batches.test_sweeps import make_sweep
 from tests.batches.test_webhooks import Receiver
 from tests.browser.conftest import screenshot
+from tests.conftest import consumers_paused
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def no_worker_runs_emu_free_jobs() -> Iterator[None]:
+    """These tests give their jobs made-up results: a session worker must not run them first."""
+    with consumers_paused("device.EMU_FREE"):
+        yield
 
 
 def shot(page: Any, name: str) -> None:
@@ -115,6 +124,12 @@ def test_the_credits_overview_groups_a_cancel_and_sets_a_cap(page, live_server, 
 
 
 def test_webhooks_are_registered_logged_and_redelivered_in_the_portal(page, live_server, member, devices, login):
+    # The test delivers itself: no session worker may take the webhook task the cancel queues.
+    with consumers_paused("default"):
+        _register_log_and_redeliver(page, live_server, member, login)
+
+
+def _register_log_and_redeliver(page: Any, live_server: Any, member: Any, login: Any) -> None:
     receiver = Receiver(fail=1)
     try:
         login(member.user)
