@@ -22,7 +22,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from batches.models import Batch, BatchStatus
@@ -41,7 +41,7 @@ class CancelReport:
     refunded: int
 
 
-def lock_batch(batch_id: UUID | str, **conditions: Any) -> Batch | None:
+def lock_batch(batch_id: UUID | str | Subquery, **conditions: Any) -> Batch | None:
     """The batch's row, locked for this transaction, if it meets `conditions` (else None).
 
     `of=self`: the device joined by `select_related` elsewhere is not locked with it (only
@@ -166,16 +166,18 @@ def lease_until(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
 
 
-def claim_job(job: Job, owner: str, *, now: datetime | None = None) -> bool:
+def claim_job(job_id: UUID | str, owner: str, *, now: datetime | None = None) -> bool:
     """PENDING → RUNNING for `owner`, with a fresh lease, in a RUNNING batch and in its turn
-    (rule 2). False if the job is not ours to run (canceled, running elsewhere, not its turn).
-    On success `job` is brought up to date in memory."""
+    (rule 2). False if the job is not ours to run (gone, canceled, running elsewhere, not its
+    turn). Needs nothing but the job's id: its batch is locked through it, so a worker reads the
+    job only once the claim is won."""
     now = now or timezone.now()
     with transaction.atomic():
-        if lock_batch(job.batch_id, status=BatchStatus.RUNNING) is None:
+        batch = lock_batch(Subquery(Job.objects.filter(pk=job_id).values("batch_id")), status=BatchStatus.RUNNING)
+        if batch is None:
             return False
         won = (
-            Job.objects.filter(pk=job.pk, status=JobStatus.PENDING)
+            Job.objects.filter(pk=job_id, status=JobStatus.PENDING)
             .filter(_may_start())
             .update(
                 status=JobStatus.RUNNING,
@@ -186,9 +188,7 @@ def claim_job(job: Job, owner: str, *, now: datetime | None = None) -> bool:
             )
         )
     if won:
-        events.batch_changed(job.batch_id)
-        job.status, job.start_timestamp, job.lease_owner = JobStatus.RUNNING, now, owner
-        job.lease_expires_at, job.attempts = lease_until(now), job.attempts + 1
+        events.batch_changed(batch.pk)
     return bool(won)
 
 

@@ -27,10 +27,9 @@ log = logging.getLogger(__name__)
 
 def claim(job_id: str, owner: str) -> Job | None:
     """The job, claimed for `owner` (PENDING → RUNNING), or None if it is not ours to run."""
-    job = Job.objects.select_related("batch", "batch__device").filter(pk=job_id).first()
-    if job is None or not lifecycle.claim_job(job, owner):
+    if not lifecycle.claim_job(job_id, owner):
         return None  # gone, canceled, running elsewhere, or not its turn
-    return job
+    return Job.objects.select_related("batch", "batch__device").get(pk=job_id)
 
 
 class Heartbeat:
@@ -85,10 +84,12 @@ def execute(job_id: str) -> None:
 def _claim_next(previous: Job) -> Job | None:
     """The next job of `previous`'s batch (`lifecycle.next_job`), claimed for this worker."""
     job = lifecycle.next_job(previous.batch_id)
-    if job is None:
+    owner = uuid.uuid4().hex
+    if job is None or not lifecycle.claim_job(job.pk, owner):
         return None
     job.batch = previous.batch  # its fields that a run reads never change after submission
-    return job if lifecycle.claim_job(job, uuid.uuid4().hex) else None
+    job.status, job.lease_owner = JobStatus.RUNNING, owner
+    return job
 
 
 def stop_on_terminate() -> None:

@@ -318,11 +318,13 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
     with transaction.atomic():
         locked = lifecycle.lock_batch(batch.pk)
         assert locked is not None  # batches are never deleted while open
+        # Its relations are the caller's: a batch never changes device, project or owner.
+        locked.device, locked.project, locked.user = batch.device, batch.project, batch.user
         _check_open(locked)
         has_active_job = bool(locked.pending_jobs or locked.running_jobs)
         start = locked.jobs_count
         now = timezone.now()
-        device = batch.device
+        device = locked.device
         idle_running = (
             bool(specs)
             and locked.status == BatchStatus.RUNNING
@@ -343,7 +345,6 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
             transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
     # The locked row, brought up to date in memory: no need to read it back.
     locked.jobs_count, locked.last_activity_at = start + len(specs), now
-    locked.device, locked.project, locked.user = batch.device, batch.project, batch.user
     return locked
 
 

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -44,6 +44,11 @@ app.conf.update(
         },
     },
 )
+# Celery's Django fix-up closes the database connections around every task unless told how many
+# tasks may share one: each job would then open a new PostgreSQL connection, whose server
+# process starts with cold catalog caches. Workers treat tasks as Django treats requests
+# instead (`_recycle_connections`), so CONN_MAX_AGE and CONN_HEALTH_CHECKS decide.
+app.conf.update(CELERY_DB_REUSE_MAX=2**62)
 app.autodiscover_tasks(["batches"])
 
 
@@ -101,6 +106,15 @@ def _worker_commit_durability(**_: Any) -> None:
             _set_commit_level(connection, level, transaction_only=False)
 
     connection_created.connect(configure, weak=False, dispatch_uid="tweezer-worker-commit")
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _recycle_connections(**_: Any) -> None:
+    """Around each task, as around each request: drop the connections that are too old or broken."""
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @worker_process_init.connect
