@@ -10,7 +10,7 @@ from django.core import signing
 from django.core.files.base import ContentFile
 
 from jobs.models import Job
-from jobs.storage import DatabaseStorage, results_storage
+from jobs.storage import results_storage
 
 _SALT = "tweezer.results-link"
 
@@ -22,9 +22,10 @@ def result_name(job_id: object) -> str:
 def store_result(job: Job, payload: dict[str, Any]) -> str:
     storage = results_storage()
     name = result_name(job.pk)
-    # A re-run after a lost lease: the latest run wins. The database storage replaces a name
-    # in the same statement; another storage may rename instead, so the old file goes first.
-    if not isinstance(storage, DatabaseStorage) and storage.exists(name):
+    # A re-run after a lost lease: the latest run wins. The database storage and S3 (file_overwrite)
+    # replace a name as they save it, with no further round trip; a storage that would rename
+    # instead (the file system's, when the file exists) has the old file deleted first.
+    if storage.get_available_name(name) != name:
         storage.delete(name)
     return str(storage.save(name, ContentFile(json.dumps(payload).encode())))
 

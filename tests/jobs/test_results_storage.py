@@ -77,6 +77,21 @@ def test_storing_a_result_again_replaces_the_first_one(member, devices):
     assert ResultBlob.objects.filter(name=result_name(row.pk)).count() == 1
 
 
+def test_storing_a_result_again_on_the_file_system_replaces_the_file_instead_of_renaming(
+    member, devices, settings, tmp_path
+):
+    """The file system's storage would save a second file under a new name: the first goes first."""
+    results = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}
+    settings.STORAGES = {**settings.STORAGES, "results": results}
+    row = _one_job(member)
+    assert store_result(row, {"counter": {"0": 1}}) == result_name(row.pk)
+    assert store_result(row, {"counter": {"1": 2}}) == result_name(row.pk)
+    Job.objects.filter(pk=row.pk).update(result_path=result_name(row.pk))
+    row.refresh_from_db()
+    assert read_result(row) == {"counter": {"1": 2}}
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [f"{row.pk}.json"]
+
+
 def test_the_database_storage_answers_existence_size_listing_and_deletion(db):
     storage = DatabaseStorage()
     assert storage.save("jobs/a.json", ContentFile(b'{"x": 1}')) == "jobs/a.json"

@@ -1,0 +1,92 @@
+"""RESULTS_STORAGE=s3 against a real S3-protocol server (moto's, a separate process on 127.0.0.1):
+a result is one object under RESULTS_S3_PREFIX, read back by every way a result is read."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+from batches import services
+from batches.models import Batch
+from jobs.models import Job, JobStatus, ResultBlob
+from jobs.results import read_result, result_name, store_result
+from tests.s3 import PREFIX, Bucket
+from tests.sequences import job, seed_mappable_sequence
+
+pytestmark = pytest.mark.django_db
+
+
+def _done_batch(member: Any, counters: list[dict[str, int]]) -> Batch:
+    batch = services.create_batch(
+        member.project,
+        member.user,
+        sequence_builder=seed_mappable_sequence(),
+        jobs=[job(runs=sum(c.values()), qubits={"q0": 1}) for c in counters],
+        device_type="EMU_FREE",
+    )
+    for row, counter in zip(batch.jobs.order_by("order"), counters, strict=True):
+        path = store_result(row, {"counter": counter})
+        Job.objects.filter(pk=row.pk).update(status=JobStatus.DONE, result_path=path)
+    return batch
+
+
+def _browser(member: Any) -> Client:
+    client = Client()
+    client.force_login(member.user)
+    return client
+
+
+def _results_link(member: Any, row: Job) -> str:
+    """What the SDK follows: the signed link from the API, as a path on this server."""
+    answer = Client().get(f"/core/api/v1/jobs/{row.pk}/results_link", HTTP_AUTHORIZATION=f"Bearer {member.token}")
+    assert answer.status_code == 200, answer.content
+    return urlsplit(answer.json()["data"]["results_link"]).path
+
+
+def _zip(client: Client, batch: Batch) -> zipfile.ZipFile:
+    response: Any = client.get(f"/batches/{batch.pk}/results.zip")
+    assert response.status_code == 200
+    return zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+
+
+def test_a_result_stored_on_s3_is_one_object_under_the_prefix_and_storing_again_replaces_it(
+    member, devices, s3_bucket: Bucket
+):
+    batch = _done_batch(member, [{"01": 3}])
+    row = batch.jobs.get()
+    assert s3_bucket.keys() == [f"{PREFIX}/{result_name(row.pk)}"]
+    assert read_result(row) == {"counter": {"01": 3}}
+
+    store_result(row, {"counter": {"10": 4}})  # a re-run after a lost lease: the latest wins, in place
+    assert s3_bucket.keys() == [f"{PREFIX}/{result_name(row.pk)}"]
+    assert read_result(row) == {"counter": {"10": 4}}
+    assert not ResultBlob.objects.exists(), "nothing went to the database storage"
+
+
+def test_a_result_on_s3_is_read_by_the_job_page_its_download_the_results_link_and_the_zip(
+    member, devices, s3_bucket: Bucket
+):
+    counters = [{"00": 5, "11": 7}, {"01": 2}]
+    batch = _done_batch(member, counters)
+    rows = list(batch.jobs.order_by("order"))
+    client = _browser(member)
+
+    page = client.get(f"/jobs/{rows[0].pk}/")
+    assert page.status_code == 200 and "12 shots" in page.content.decode()
+    download: Any = client.get(f"/jobs/{rows[0].pk}/results.json")
+    assert download.status_code == 200 and download["Content-Disposition"].startswith("attachment")
+    assert json.loads(b"".join(download.streaming_content)) == {"counter": counters[0]}
+
+    linked: Any = Client().get(_results_link(member, rows[1]))
+    assert linked.status_code == 200 and linked["Content-Type"] == "application/json"
+    assert json.loads(b"".join(linked.streaming_content)) == {"counter": counters[1]}
+
+    archive = _zip(client, batch)
+    manifest = json.loads(archive.read("manifest.json"))["jobs"]
+    assert [json.loads(archive.read(r["file"])) for r in manifest] == [{"counter": c} for c in counters]
