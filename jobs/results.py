@@ -11,8 +11,21 @@ from django.core.files.base import ContentFile
 
 from jobs.models import Job
 from jobs.storage import results_storage
+from portal.errors import NotFound
 
 _SALT = "tweezer.results-link"
+
+
+class ResultMissing(NotFound):
+    """A job says it has a result file, and the results storage has no such file: it was deleted,
+    or this process looks in another place (RESULTS_STORAGE, bucket or prefix) than the worker
+    that wrote it. A 404 with this message, never a 500."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"The result file of job {job.pk} ({job.result_path}) is missing from the results storage: "
+            "it was deleted, or RESULTS_STORAGE (or its bucket and prefix) differs between the machines."
+        )
 
 
 def result_name(job_id: object) -> str:
@@ -31,7 +44,11 @@ def store_result(job: Job, payload: dict[str, Any]) -> str:
 
 
 def open_result(job: Job) -> Any:
-    return results_storage().open(job.result_path or result_name(job.pk), "rb")
+    """The job's result file, open for reading; ResultMissing if the storage does not have it."""
+    try:
+        return results_storage().open(job.result_path or result_name(job.pk), "rb")
+    except FileNotFoundError as exc:
+        raise ResultMissing(job) from exc
 
 
 def read_result(job: Job) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """RESULTS_STORAGE=s3 against a real S3-protocol server (moto's, a separate process on 127.0.0.1):
-a result is one object under RESULTS_S3_PREFIX, read back by every way a result is read."""
+a result is one object under RESULTS_S3_PREFIX, read back by every way a result is read; a
+result file missing from the storage (S3 or the database) is a clear 404, never a 500."""
 
 from __future__ import annotations
 
@@ -90,3 +91,42 @@ def test_a_result_on_s3_is_read_by_the_job_page_its_download_the_results_link_an
     archive = _zip(client, batch)
     manifest = json.loads(archive.read("manifest.json"))["jobs"]
     assert [json.loads(archive.read(r["file"])) for r in manifest] == [{"counter": c} for c in counters]
+
+
+@pytest.fixture(params=["database", "s3"])
+def remove_result_file(request: pytest.FixtureRequest) -> Any:
+    """Deletes a job's result file behind Tweezer's back, from the storage the test runs on."""
+    if request.param == "database":
+        return lambda row: ResultBlob.objects.filter(name=row.result_path).delete()
+    bucket: Bucket = request.getfixturevalue("s3_bucket")
+    return lambda row: bucket.delete(f"{PREFIX}/{row.result_path}")
+
+
+def test_a_result_file_missing_from_the_storage_is_a_clear_404_on_every_path_not_a_500(
+    member, devices, remove_result_file
+):
+    batch = _done_batch(member, [{"0": 1}, {"1": 2}])
+    lost, kept = batch.jobs.order_by("order")
+    remove_result_file(lost)
+    client = _browser(member)
+    told = f"The result file of job {lost.pk} ({lost.result_path}) is missing from the results storage"
+
+    page = client.get(f"/jobs/{lost.pk}/")
+    assert page.status_code == 200
+    assert told in page.content.decode() and "Result file missing" in page.content.decode()
+
+    download = client.get(f"/jobs/{lost.pk}/results.json")
+    assert download.status_code == 404 and download.content.decode().startswith(told)
+
+    linked = Client().get(_results_link(member, lost))
+    assert linked.status_code == 404
+    assert linked.json()["status"] == "fail" and linked.json()["message"].startswith(told)
+
+    archive = _zip(client, batch)  # the zip goes on without it, and its manifests say why
+    legacy = json.loads(archive.read("manifest.json"))["jobs"]
+    assert [r["file"] is None for r in legacy] == [True, False]
+    assert legacy[0]["errors"] == ["result file missing from the results storage"]
+    assert json.loads(archive.read(legacy[1]["file"])) == {"counter": {"1": 2}}
+    lines = [json.loads(line) for line in archive.read("manifest.jsonl").splitlines()]
+    assert lines[0]["error"] == "result file missing from the results storage" and lines[1]["error"] is None
+    assert kept.result_path
