@@ -148,6 +148,18 @@ def results_storage() -> Storage:
     return storages["results"]
 
 
+def probe_results_storage() -> None:
+    """Raise unless the results storage answers a lookup; nothing is written. An S3 bucket is
+    asked for itself (HEAD on the bucket): a missing bucket answers a key lookup with the same
+    404 as a missing key, so `exists()` alone would call it reachable."""
+    storage = results_storage()
+    bucket = getattr(storage, "bucket_name", None)
+    if bucket is not None:  # django-storages' S3Storage: a boto3 resource per thread
+        storage.connection.meta.client.head_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    else:
+        storage.exists("readyz-probe.json")
+
+
 def openers(names: list[str]) -> dict[str, Callable[[], IO[bytes]]]:
     """A function opening each named result file: the database storage reads the whole chunk
     of names with one query (names it lacks are left out), another storage opens each file
