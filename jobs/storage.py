@@ -144,6 +144,19 @@ class DatabaseStorage(Storage):
         raise NotImplementedError("result files are served by Tweezer's signed results links")
 
 
+def s3_storage(*, timeout: int = 10, attempts: int = 3, **options: Any) -> Storage:
+    """RESULTS_STORAGE=s3: django-storages' S3Storage whose every request gives up after `timeout`
+    seconds to connect or to read, in `attempts` tries in all. botocore's own (60 s, 5 tries) let
+    an endpoint that accepts and never answers hold a worker's job for minutes. boto3 is imported
+    here, when the storage is first used: it is the optional `s3` set, not in the runtime lock."""
+    from botocore.config import Config
+    from storages.backends.s3 import S3Storage
+
+    retries: Any = {"max_attempts": attempts, "mode": "standard"}  # botocore's stubs want a TypedDict
+    config = Config(connect_timeout=timeout, read_timeout=timeout, retries=retries)
+    return S3Storage(client_config=config, **options)  # type: ignore[no-any-return]
+
+
 def results_storage() -> Storage:
     return storages["results"]
 

@@ -319,7 +319,7 @@ def s3_storage_settings(s3_server: S3Server) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     entry: dict[str, Any] = json.loads(out.stdout)
-    assert entry["BACKEND"] == "storages.backends.s3.S3Storage"
+    assert entry["BACKEND"] == "jobs.storage.s3_storage"
     return entry
 
 

@@ -4,9 +4,15 @@ result file missing from the storage (S3 or the database) is a clear 404, never 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import json
+import socket
+import threading
+import time
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +23,7 @@ from batches import services
 from batches.models import Batch
 from jobs.models import Job, JobStatus, ResultBlob
 from jobs.results import read_result, result_name, store_result
+from jobs.storage import results_storage
 from tests.s3 import PREFIX, Bucket
 from tests.sequences import job, seed_mappable_sequence
 
@@ -130,3 +137,43 @@ def test_a_result_file_missing_from_the_storage_is_a_clear_404_on_every_path_not
     lines = [json.loads(line) for line in archive.read("manifest.jsonl").splitlines()]
     assert lines[0]["error"] == "result file missing from the results storage" and lines[1]["error"] is None
     assert kept.result_path
+
+
+@contextlib.contextmanager
+def endpoint_that_never_answers() -> Iterator[str]:
+    """A 127.0.0.1 port that accepts connections and never sends a byte (a stalled S3 endpoint)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_a_stalled_s3_endpoint_fails_a_call_within_its_timeout_instead_of_holding_it_for_minutes(
+    settings, s3_bucket: Bucket
+):
+    """RESULTS_S3_TIMEOUT × RESULTS_S3_ATTEMPTS bounds a call (botocore's own: 60 s × 5 tries)."""
+    results = copy.deepcopy(settings.STORAGES["results"])
+    results["OPTIONS"].update(timeout=1, attempts=2)
+    with endpoint_that_never_answers() as endpoint:
+        results["OPTIONS"]["endpoint_url"] = endpoint
+        settings.STORAGES = {**settings.STORAGES, "results": results}
+        started = time.monotonic()
+        with pytest.raises(Exception, match="Read timeout"):
+            results_storage().exists("jobs/x.json")
+    assert time.monotonic() - started < 10  # two tries of one second and a back-off; botocore's own: minutes

@@ -136,7 +136,7 @@ def test_the_s3_option_is_configured_from_the_environment_without_importing_boto
         RESULTS_STORAGE="s3", RESULTS_S3_BUCKET="tweezer-results", RESULTS_S3_ENDPOINT_URL="http://127.0.0.1:9000"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["storages.backends.s3.S3Storage", "tweezer-results", "http://127.0.0.1:9000", "False"]
+    assert out.stdout.split() == ["jobs.storage.s3_storage", "tweezer-results", "http://127.0.0.1:9000", "False"]
 
 
 def test_an_unknown_results_storage_is_refused_at_start():
