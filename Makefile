@@ -40,7 +40,8 @@ lock: $(LOCK_VENV)/bin/pip-compile
 		-o requirements/bench.txt pyproject.toml
 	$(PIP_COMPILE) --extra emulators $(foreach f,runtime test lint bench,-c requirements/$(f).txt) \
 		-o requirements/emulators.txt pyproject.toml
-	$(PIP_COMPILE) --extra s3 -c requirements/runtime.txt -o requirements/s3.txt pyproject.toml
+	$(PIP_COMPILE) --extra s3 $(foreach f,runtime test lint bench emulators,-c requirements/$(f).txt) \
+		-o requirements/s3.txt pyproject.toml
 
 install: $(STAMP)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from batches.models import Batch
 from jobs.models import Job, JobStatus
-from jobs.results import read_result
+from jobs.results import ResultMissing, read_result
 from portal.errors import InvalidInput
 
 OBSERVABLES = {
@@ -123,8 +123,11 @@ def job_rows(batch: Batch, *, bitstring: str | None = None) -> Iterator[JobRow]:
     for job in jobs.iterator(chunk_size=_CHUNK):
         stats = None
         if job.status == JobStatus.DONE and job.result_path:
-            result = read_result(job) or {}
-            stats = stats_of(result.get("counter") or {}, bitstring=bitstring)
+            try:
+                counter = (read_result(job) or {}).get("counter") or {}
+                stats = stats_of(counter, bitstring=bitstring)
+            except ResultMissing:  # its file is gone: the job counts as one without results
+                stats = None
         yield JobRow(str(job.pk), job.order, job.status, job.runs, job.variables or {}, stats)
 
 

@@ -32,6 +32,8 @@ from portal.models import CreditTransaction
 _CHUNK = 500
 _FILES_CHUNK = 20  # result files read per query: what the zip holds in memory at once
 _COPY = 64 * 1024
+# A job with a result file the results storage lacks: the zip goes on without it, and says so.
+MISSING_FILE = "result file missing from the results storage"
 MANIFEST_COLUMNS = (
     "id", "batch_id", "order", "status", "runs", "variables", "error", "credits",
     "created_at", "start_timestamp", "end_timestamp", "file",
@@ -67,6 +69,12 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 
 
+def _errors(job: Job, name: str | None) -> list[Any]:
+    """The job's errors, and a word on its result file when the results storage lacks it."""
+    missing = [MISSING_FILE] if job.result_path and name is None else []
+    return [*(job.errors or []), *missing]
+
+
 def _legacy_row(job: Job, name: str | None) -> dict[str, Any]:
     """A manifest.json row, as batch downloads have always written it."""
     return {
@@ -75,7 +83,7 @@ def _legacy_row(job: Job, name: str | None) -> dict[str, Any]:
         "status": job.status,
         "runs": job.runs,
         "variables": job.variables,
-        "errors": job.errors or [],
+        "errors": _errors(job, name),
         "file": name,
     }
 
@@ -89,7 +97,7 @@ def manifest_row(job: Job, name: str | None) -> dict[str, Any]:
         "status": job.status,
         "runs": job.runs,
         "variables": job.variables,
-        "error": "; ".join(str(e) for e in job.errors or []) or None,
+        "error": "; ".join(str(e) for e in _errors(job, name)) or None,
         "credits": int(getattr(job, "net_credits", job.price) or 0),
         "created_at": _iso(job.created_at),
         "start_timestamp": _iso(job.start_timestamp),

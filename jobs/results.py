@@ -10,9 +10,22 @@ from django.core import signing
 from django.core.files.base import ContentFile
 
 from jobs.models import Job
-from jobs.storage import DatabaseStorage, results_storage
+from jobs.storage import results_storage
+from portal.errors import NotFound
 
 _SALT = "tweezer.results-link"
+
+
+class ResultMissing(NotFound):
+    """A job says it has a result file, and the results storage has no such file: it was deleted,
+    or this process looks in another place (RESULTS_STORAGE, bucket or prefix) than the worker
+    that wrote it. A 404 with this message, never a 500."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"The result file of job {job.pk} ({job.result_path}) is missing from the results storage: "
+            "it was deleted, or RESULTS_STORAGE (or its bucket and prefix) differs between the machines."
+        )
 
 
 def result_name(job_id: object) -> str:
@@ -22,15 +35,20 @@ def result_name(job_id: object) -> str:
 def store_result(job: Job, payload: dict[str, Any]) -> str:
     storage = results_storage()
     name = result_name(job.pk)
-    # A re-run after a lost lease: the latest run wins. The database storage replaces a name
-    # in the same statement; another storage may rename instead, so the old file goes first.
-    if not isinstance(storage, DatabaseStorage) and storage.exists(name):
+    # A re-run after a lost lease: the latest run wins. The database storage and S3 (file_overwrite)
+    # replace a name as they save it, with no further round trip; a storage that would rename
+    # instead (the file system's, when the file exists) has the old file deleted first.
+    if storage.get_available_name(name) != name:
         storage.delete(name)
     return str(storage.save(name, ContentFile(json.dumps(payload).encode())))
 
 
 def open_result(job: Job) -> Any:
-    return results_storage().open(job.result_path or result_name(job.pk), "rb")
+    """The job's result file, open for reading; ResultMissing if the storage does not have it."""
+    try:
+        return results_storage().open(job.result_path or result_name(job.pk), "rb")
+    except FileNotFoundError as exc:
+        raise ResultMissing(job) from exc
 
 
 def read_result(job: Job) -> dict[str, Any] | None:

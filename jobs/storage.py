@@ -144,8 +144,33 @@ class DatabaseStorage(Storage):
         raise NotImplementedError("result files are served by Tweezer's signed results links")
 
 
+def s3_storage(*, timeout: int = 10, attempts: int = 3, **options: Any) -> Storage:
+    """RESULTS_STORAGE=s3: django-storages' S3Storage whose every request gives up after `timeout`
+    seconds to connect or to read, in `attempts` tries in all. botocore's own (60 s, 5 tries) let
+    an endpoint that accepts and never answers hold a worker's job for minutes. boto3 is imported
+    here, when the storage is first used: it is the optional `s3` set, not in the runtime lock."""
+    from botocore.config import Config
+    from storages.backends.s3 import S3Storage
+
+    retries: Any = {"max_attempts": attempts, "mode": "standard"}  # botocore's stubs want a TypedDict
+    config = Config(connect_timeout=timeout, read_timeout=timeout, retries=retries)
+    return S3Storage(client_config=config, **options)  # type: ignore[no-any-return]
+
+
 def results_storage() -> Storage:
     return storages["results"]
+
+
+def probe_results_storage() -> None:
+    """Raise unless the results storage answers a lookup; nothing is written. An S3 bucket is
+    asked for itself (HEAD on the bucket): a missing bucket answers a key lookup with the same
+    404 as a missing key, so `exists()` alone would call it reachable."""
+    storage = results_storage()
+    bucket = getattr(storage, "bucket_name", None)
+    if bucket is not None:  # django-storages' S3Storage: a boto3 resource per thread
+        storage.connection.meta.client.head_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    else:
+        storage.exists("readyz-probe.json")
 
 
 def openers(names: list[str]) -> dict[str, Callable[[], IO[bytes]]]:

@@ -6,13 +6,14 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseNotFound
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 from backends.sequences import sequence_cache
 from jobs.filters import jobs_for
 from jobs.models import Job
-from jobs.results import open_result, read_result
+from jobs.results import ResultMissing, open_result, read_result
 from portal.errors import TweezerError
 
 TOP_BITSTRINGS = 20
@@ -102,7 +103,11 @@ def _min_distance(points: list[dict[str, Any]]) -> float:
 @login_required
 def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
     job = _job(request, job_id)
-    result = read_result(job) if job.result_path else None
+    missing = None
+    try:
+        result = read_result(job) if job.result_path else None
+    except ResultMissing as exc:
+        result, missing = None, exc.message
     counter = (result or {}).get("counter") or {}
     top = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_BITSTRINGS]
     total = sum(counter.values())
@@ -114,6 +119,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
     context = {
         "job": job,
         "batch": job.batch,
+        "result_missing": missing,
         "top": [(bits, n, round(100 * n / total, 1) if total else 0) for bits, n in top],
         "distinct": len(counter),
         "total_shots": total,
@@ -127,10 +133,12 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @login_required
-def download_result(request: HttpRequest, job_id: UUID) -> FileResponse:
+def download_result(request: HttpRequest, job_id: UUID) -> HttpResponseBase:
     job = _job(request, job_id)
     if not job.result_path:
         raise Http404("This job has no results yet.")
-    return FileResponse(
-        open_result(job), as_attachment=True, filename=f"job-{job.pk}.json", content_type="application/json"
-    )
+    try:
+        handle = open_result(job)
+    except ResultMissing as exc:
+        return HttpResponseNotFound(exc.message, content_type="text/plain; charset=utf-8")
+    return FileResponse(handle, as_attachment=True, filename=f"job-{job.pk}.json", content_type="application/json")

@@ -29,17 +29,25 @@ class Broker(HealthCheck):
             raise ServiceUnavailable(f"broker unreachable ({type(exc).__name__})") from exc
 
 
+def _reason(exc: Exception) -> str:
+    """The exception's kind, and an S3 error's code (botocore's ClientError: 404 for a missing
+    bucket, 403 for refused credentials), never its message (it names buckets and keys)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"{type(exc).__name__} {code}" if code else type(exc).__name__
+
+
 @dataclasses.dataclass
 class ResultsStorage(HealthCheck):
-    """The results storage answers a lookup (a row, an S3 HEAD, a folder): nothing is written."""
+    """The results storage answers a lookup (a row, the S3 bucket's HEAD, a folder): nothing is written."""
 
     def run(self) -> None:
-        from jobs.storage import results_storage
+        from jobs.storage import probe_results_storage
 
         try:
-            results_storage().exists("readyz-probe.json")
+            probe_results_storage()
         except Exception as exc:  # noqa: BLE001 - whatever the backend raises
-            raise ServiceUnavailable(f"results storage unreachable ({type(exc).__name__})") from exc
+            raise ServiceUnavailable(f"results storage unreachable ({_reason(exc)})") from exc
         finally:
             connections[DEFAULT_DB_ALIAS].close()
 

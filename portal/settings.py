@@ -131,9 +131,12 @@ _RESULTS_BACKENDS: dict[str, dict[str, object]] = {
         "OPTIONS": {"location": env_str("RESULTS_DIR", str(VAR_DIR / "results"))},
     },
     # Only a string until a result is read or written: boto3 is imported then, not here.
+    # jobs.storage.s3_storage makes django-storages' S3Storage, with bounded timeouts.
     "s3": {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "jobs.storage.s3_storage",
         "OPTIONS": {
+            "timeout": env_int("RESULTS_S3_TIMEOUT", 10),
+            "attempts": env_int("RESULTS_S3_ATTEMPTS", 3),
             "bucket_name": env_str("RESULTS_S3_BUCKET", ""),
             "endpoint_url": env_str("RESULTS_S3_ENDPOINT_URL", "") or None,
             "region_name": env_str("RESULTS_S3_REGION", "") or None,

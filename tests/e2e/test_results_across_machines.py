@@ -1,6 +1,8 @@
 """Issue 20, part 1: two worker "machines" that share nothing with the web process but
 PostgreSQL and Redis (each its own TWEEZER_VAR_DIR and Celery node name) run a submission's
-jobs, and every result is readable through the SDK, the job page, its download and the zip."""
+jobs, and every result is readable through the SDK, the job page, its download and the zip:
+with the results in the database (the default), and in an S3 bucket (RESULTS_STORAGE=s3, a
+real S3-protocol server, moto's, as a separate process that every machine reaches)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from django.test import Client
 
 from backends.models import Device
 from batches.models import Batch
-from jobs.models import Job
+from jobs.models import Job, ResultBlob
+from jobs.results import result_name
 from ops.models import WorkerHeartbeat
 from tests.conftest import WorkerProcess, purge_broker, wait_until
+from tests.s3 import PREFIX, Bucket
 from tests.sequences import seed_mappable_sequence
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -51,9 +55,19 @@ def emulator_queue_left_to_us() -> Iterator[bool]:
             app.control.add_consumer("device.EMU_FREE", destination=others, reply=True, timeout=5)
 
 
+@pytest.fixture(params=["database", "s3"])
+def results_storage(request: pytest.FixtureRequest, transactional_db: None) -> Bucket | None:
+    """Where every machine keeps results: the database, or a bucket (this process, the web
+    side, is pointed at it too; the workers get its RESULTS_* variables)."""
+    if request.param == "database":
+        return None
+    bucket: Bucket = request.getfixturevalue("s3_bucket")
+    return bucket
+
+
 @pytest.fixture
 def two_machines(
-    transactional_db: None, devices: dict[str, Device], tmp_path: Path
+    transactional_db: None, devices: dict[str, Device], tmp_path: Path, results_storage: Bucket | None
 ) -> Iterator[list[tuple[WorkerProcess, Path]]]:
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         pytest.skip("needs a network broker (Redis): the file-system broker is a shared disk")
@@ -73,6 +87,7 @@ def two_machines(
                     beat=index == 0 and not tick_elsewhere,
                     name=name,
                     TWEEZER_VAR_DIR=str(var_dir),
+                    **(results_storage.env if results_storage else {"RESULTS_STORAGE": "database"}),
                 )
                 machines.append((proc, var_dir))
             yield machines
@@ -86,7 +101,11 @@ def _ran_jobs(log: Path) -> bool:
 
 
 def test_results_written_by_workers_on_other_machines_are_readable_by_sdk_page_and_zip(
-    sdk: Any, member: Any, live_server: Any, two_machines: list[tuple[WorkerProcess, Path]]
+    sdk: Any,
+    member: Any,
+    live_server: Any,
+    two_machines: list[tuple[WorkerProcess, Path]],
+    results_storage: Bucket | None,
 ) -> None:
     specs = [{"runs": 20 + i, "variables": {"omega_max": 1.0 + i / 10, "qubits": {"q0": 1, "q1": 5}}} for i in range(3)]
     ids = [sdk.create_batch(seed_mappable_sequence(), specs, device_type="EMU_FREE").id for _ in range(4)]
@@ -119,3 +138,9 @@ def test_results_written_by_workers_on_other_machines_are_readable_by_sdk_page_a
     assert all(_ran_jobs(proc.log_path) for proc in machines), "both machines ran jobs"
     for _, var_dir in two_machines:
         assert not list(var_dir.glob("results/**/*.json")), "no result was written to a machine's disk"
+    names = sorted(result_name(pk) for pk in Job.objects.filter(batch_id__in=ids).values_list("pk", flat=True))
+    if results_storage is None:
+        assert sorted(ResultBlob.objects.values_list("name", flat=True)) == names
+    else:
+        assert results_storage.keys() == [f"{PREFIX}/{name}" for name in names], "one object per job, under the prefix"
+        assert not ResultBlob.objects.exists(), "nothing went to the database storage"

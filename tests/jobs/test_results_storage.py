@@ -77,6 +77,21 @@ def test_storing_a_result_again_replaces_the_first_one(member, devices):
     assert ResultBlob.objects.filter(name=result_name(row.pk)).count() == 1
 
 
+def test_storing_a_result_again_on_the_file_system_replaces_the_file_instead_of_renaming(
+    member, devices, settings, tmp_path
+):
+    """The file system's storage would save a second file under a new name: the first goes first."""
+    results = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}
+    settings.STORAGES = {**settings.STORAGES, "results": results}
+    row = _one_job(member)
+    assert store_result(row, {"counter": {"0": 1}}) == result_name(row.pk)
+    assert store_result(row, {"counter": {"1": 2}}) == result_name(row.pk)
+    Job.objects.filter(pk=row.pk).update(result_path=result_name(row.pk))
+    row.refresh_from_db()
+    assert read_result(row) == {"counter": {"1": 2}}
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [f"{row.pk}.json"]
+
+
 def test_the_database_storage_answers_existence_size_listing_and_deletion(db):
     storage = DatabaseStorage()
     assert storage.save("jobs/a.json", ContentFile(b'{"x": 1}')) == "jobs/a.json"
@@ -121,7 +136,7 @@ def test_the_s3_option_is_configured_from_the_environment_without_importing_boto
         RESULTS_STORAGE="s3", RESULTS_S3_BUCKET="tweezer-results", RESULTS_S3_ENDPOINT_URL="http://127.0.0.1:9000"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["storages.backends.s3.S3Storage", "tweezer-results", "http://127.0.0.1:9000", "False"]
+    assert out.stdout.split() == ["jobs.storage.s3_storage", "tweezer-results", "http://127.0.0.1:9000", "False"]
 
 
 def test_an_unknown_results_storage_is_refused_at_start():

@@ -3,6 +3,7 @@ results storage reachable and migrations applied. Both answer a probe that calls
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from django.test import Client
 
 from jobs.storage import DatabaseStorage
 from ops import health
+from tests.s3 import Bucket, free_port
 
 PROBE: dict[str, Any] = {"HTTP_HOST": "10.1.2.3:8000"}  # a kubelet calls the pod's IP: not in ALLOWED_HOSTS
 
@@ -68,3 +70,33 @@ def test_readyz_answers_a_plain_get_that_accepts_anything_in_text(db, client):
     assert response.status_code in (200, 503)
     assert response["Content-Type"].startswith("text/plain")
     assert "Database" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_readyz_finds_an_s3_results_bucket_reachable(monkeypatch, s3_bucket: Bucket):
+    monkeypatch.setattr(health, "_MIGRATED", set())
+    response = Client(**PROBE).get("/readyz")
+    assert response.status_code == 200, response.content
+    assert "ResultsStorage(): OK" in response.content.decode()
+    assert s3_bucket.keys() == [], "the probe writes nothing"
+
+
+@pytest.mark.django_db
+def test_readyz_fails_while_the_s3_results_bucket_does_not_exist(settings, s3_bucket: Bucket):
+    """A missing bucket answers a key lookup with the 404 of a missing key: the bucket itself is asked."""
+    results = copy.deepcopy(settings.STORAGES["results"])
+    results["OPTIONS"]["bucket_name"] = f"{s3_bucket.name}-gone"
+    settings.STORAGES = {**settings.STORAGES, "results": results}
+    response = Client(**PROBE).get("/readyz")
+    assert response.status_code == 503
+    assert "ResultsStorage(): Unavailable: results storage unreachable (ClientError 404)" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_readyz_fails_while_the_s3_endpoint_does_not_answer(settings, s3_bucket: Bucket):
+    results = copy.deepcopy(settings.STORAGES["results"])
+    results["OPTIONS"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings.STORAGES = {**settings.STORAGES, "results": results}
+    response = Client(**PROBE).get("/readyz")
+    assert response.status_code == 503
+    assert "results storage unreachable (EndpointConnectionError)" in response.content.decode()
