@@ -118,6 +118,17 @@ def test_every_member_sees_the_balance_but_only_admins_see_others_and_set_caps(d
     assert client.post("/credits/caps/", {"user": stranger.user.pk, "amount": "5"}).status_code == 404
 
 
+def test_a_cap_beyond_what_the_ledger_can_count_is_refused_with_a_message_not_an_error(devices, make_member):
+    admin = make_member()
+    other = make_member(role="MEMBER", project=admin.project)
+    response = logged_in(admin).post(
+        "/credits/caps/", {"user": other.user.pk, "amount": "9" * 20, "period": "MONTH"}, follow=True
+    )
+    assert response.status_code == 200
+    assert "A spending cap (&#x27;amount&#x27;) is a whole number of credits" in response.content.decode()
+    assert not SpendingCap.objects.exists()
+
+
 @pytest.mark.parametrize("text", ["runs,omega_max\n100,9.5\n40,10.5", '[{"runs": 100}, {"runs": 40}]'])
 def test_the_new_batch_form_shows_the_price_and_the_balance_after(devices, make_member, text):
     member = make_member(credits=1000)
