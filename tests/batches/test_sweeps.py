@@ -153,3 +153,24 @@ def test_results_are_read_one_at_a_time_as_the_jobs_stream(member, devices, monk
     first = next(rows)
     assert len(reads) == 1 and first.stats is not None and first.stats.shots == 10
     assert sum(1 for _ in rows) == 5 and len(reads) == 5  # the ERROR job has no result to read
+
+
+def test_the_batch_page_loads_the_sweep_plot_inline_when_jobs_have_finished(member, devices):
+    batch = make_sweep(member)
+    browser: Any = Client()
+    browser.force_login(member.user)
+    page = browser.get(f"/batches/{batch.pk}/").content.decode()
+    region = page[page.index('<div id="sweep"') :]
+    assert f'hx-get="/batches/{batch.pk}/sweep/" hx-trigger="revealed" hx-swap="outerHTML"' in region
+    assert "vendor/chart.umd.min.js" in page and "tweezer/sweep.js" in page
+    # What the region swaps in: the chart alone (no page around it), with its pickers and CSV link.
+    inline = browser.get(f"/batches/{batch.pk}/sweep/", HTTP_HX_REQUEST="true").content.decode()
+    assert inline.startswith('<section class="card" id="sweep"') and "<html" not in inline
+    assert 'id="sweep-chart"' in inline and f'href="/batches/{batch.pk}/sweep.csv"' in inline
+    assert "against delta" in inline  # the first variable by name
+
+    unfinished = services.create_batch(
+        member.project, member.user, sequence_builder=seed_mappable_sequence(), validate=False,
+        jobs=[{"runs": 5, "variables": {"omega_max": 1.0}}], device_type="EMU_FREE",
+    )  # fmt: skip
+    assert '<div id="sweep"' not in browser.get(f"/batches/{unfinished.pk}/").content.decode()

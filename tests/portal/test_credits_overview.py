@@ -145,6 +145,25 @@ def test_the_new_batch_form_shows_the_price_and_the_balance_after(devices, make_
     assert half_typed.status_code == 200 and "price-value" not in half_typed.content.decode()
 
 
+def test_the_add_jobs_form_of_an_open_batch_shows_its_price_before_the_button(devices, make_member):
+    member = make_member(credits=1000)
+    devices["EMU_FREE"].price_per_run = 3
+    devices["EMU_FREE"].save()
+    batch = services.create_batch(
+        member.project, member.user, sequence_builder=SEQUENCE, open=True, device_type="EMU_FREE", validate=False,
+        jobs=[{"runs": 10, "variables": {"omega_max": 1.0, "qubits": {"q0": 1}}}],
+    )  # fmt: skip
+    page = logged_in(member).get(f"/batches/{batch.pk}/").content.decode()
+    form = page[page.index('id="add-jobs"') :]
+    price_at, button_at = form.index('id="price-estimate"'), form.index(">Add jobs</button>")
+    assert price_at < button_at and f'hx-post="/batches/price/?batch={batch.pk}"' in form
+    assert "Type or upload the jobs to see their price." in form
+    # What the form's region asks as jobs are typed: the price on the batch's device, no device_type sent.
+    body = logged_in(member).post(f"/batches/price/?batch={batch.pk}", {"jobs_text": "runs\n5\n5"}).content.decode()
+    assert '<strong id="price-value">30 credits</strong>' in body and "on EMU_FREE" in body
+    assert '<strong id="price-balance-after">940</strong> of 970' in body
+
+
 def test_the_add_jobs_price_uses_the_batch_s_device(devices, make_member):
     member = make_member(credits=1000)
     batch = submit(member, 1, 10)
