@@ -53,8 +53,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     list_display = (
         "created_at",
-        "project",
-        "batch",
+        "batch_short",
         "url",
         "status_code",
         "attempts",
@@ -63,7 +62,11 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     )
     list_filter = ("status_code",)
     search_fields = ("url", "batch__id")
-    list_select_related = ("project", "batch")
+
+    @admin.display(description="batch", ordering="batch_id")
+    def batch_short(self, obj: WebhookDelivery) -> str:
+        return str(obj.batch_id)[:8]
+
     actions = ["redeliver"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
