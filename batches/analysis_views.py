@@ -153,9 +153,10 @@ def price(request: HttpRequest) -> HttpResponse:
     if project is None:
         raise Http404("You are not a member of any project.")
     device_type = request.POST.get("device_type") or None
-    if request.POST.get("batch"):
+    batch_id = request.POST.get("batch") or request.GET.get("batch")  # an add-jobs form: ?batch=<id>
+    if batch_id:
         try:
-            batch = _batch(request, UUID(request.POST["batch"]))
+            batch = _batch(request, UUID(batch_id))
         except ValueError as exc:
             raise Http404("No such batch.") from exc
         project, device_type = batch.project, batch.device.name

@@ -192,6 +192,7 @@ class WebhookDelivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "webhook deliveries"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["project", "-created_at"], name="webhook_delivery_project")]
         # Its index is the (batch, url) one: a batch's deliveries, and the one a retry updates.

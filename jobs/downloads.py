@@ -1,12 +1,15 @@
 """Results of many jobs as one zip, streamed: one JSON file per job plus the manifests.
 
-The zip is written into a small buffer that is drained after every piece of a file, jobs are
-read from the database in chunks, and their result files a few at a time (one query per chunk
-with the database storage, each file inflated piece by piece), so 10,000 jobs download with flat
-memory. The manifests
-(manifest.json as it always was, manifest.csv and manifest.jsonl with ids, batch, variables,
-runs, status, error, credits and times) grow in temporary files on disk, not in memory, and
-are copied into the zip at the end: a zip member is written whole, one at a time.
+Nothing is held per job, so 10,000 jobs download with flat memory (bench/export_selection.py):
+- the zip is written into a small buffer that is drained after every piece of a file;
+- jobs are read from the database in chunks, and their result files a few at a time (one query
+  per chunk with the database storage, each file inflated piece by piece);
+- the manifests (manifest.json as it always was, manifest.csv and manifest.jsonl with ids, batch,
+  variables, runs, status, error, credits and times) grow in temporary files on disk and are
+  copied into the zip at the end: a zip member is written whole, one at a time;
+- the members' list, which the format writes last as the central directory, grows in a temporary
+  file too (`_MembersOnDisk`): zipfile keeps a ZipInfo per member in memory until it closes, about
+  1 MiB per 1,000 jobs, the one thing that grew with the selection (found with tracemalloc).
 
 One code path for every download: a batch's results, its selected jobs, and the export of a
 filtered selection spanning batches (`per_batch=True` puts each batch's files in its folder).
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from contextlib import closing
 from typing import IO, Any
 
 from django.db.models import IntegerField, OuterRef, QuerySet, Subquery, Sum
@@ -34,6 +39,7 @@ _FILES_CHUNK = 20  # result files read per query: what the zip holds in memory a
 _COPY = 64 * 1024
 # A job with a result file the results storage lacks: the zip goes on without it, and says so.
 MISSING_FILE = "result file missing from the results storage"
+_SPILL = 2 * _COPY  # past this, the drain buffers on disk: only the central directory (written in one go) gets there
 MANIFEST_COLUMNS = (
     "id", "batch_id", "order", "status", "runs", "variables", "error", "credits",
     "created_at", "start_timestamp", "end_timestamp", "file",
@@ -48,21 +54,71 @@ class _CsvLines:
 
 
 class _Drain:
-    """A write-only, unseekable file: zipfile then writes data descriptors and never seeks."""
+    """A write-only, unseekable file: zipfile then writes data descriptors and never seeks.
+
+    What is written waits in a buffer until `take` reads it back in pieces; past `_SPILL` the
+    buffer is a temporary file (the central directory arrives in one go, from `close`)."""
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.buffer = tempfile.SpooledTemporaryFile(max_size=_SPILL)  # noqa: SIM115 - closed by close()
 
     def write(self, data: bytes) -> int:
-        self.parts.append(bytes(data))
-        return len(data)
+        return self.buffer.write(data)
 
     def flush(self) -> None:
         pass
 
-    def take(self) -> bytes:
-        data, self.parts = b"".join(self.parts), []
-        return data
+    def take(self) -> Iterator[bytes]:
+        self.buffer.seek(0)
+        while piece := self.buffer.read(_COPY):
+            yield piece
+        self.buffer.seek(0)
+        self.buffer.truncate()
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+class _MembersOnDisk:
+    """ZipFile's list of the members written so far (`filelist`), kept in a temporary file.
+
+    zipfile needs each member's ZipInfo once more, at `close`, to write the central directory,
+    and reads the list only there (`for zinfo in filelist`, `len(filelist)`): the ZipInfos are
+    pickled as they are added and read back one at a time then."""
+
+    def __init__(self, spool: IO[bytes]) -> None:
+        self.spool = spool
+        self.count = 0
+
+    def append(self, info: zipfile.ZipInfo) -> None:
+        pickle.dump(info, self.spool, protocol=pickle.HIGHEST_PROTOCOL)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[zipfile.ZipInfo]:
+        self.spool.seek(0)
+        for _ in range(self.count):
+            yield pickle.load(self.spool)  # noqa: S301 - our own temporary file, written above
+
+
+class _NoNameIndex(dict[str, zipfile.ZipInfo]):
+    """ZipFile's index of members by name (`NameToInfo`), for reading back and for a warning on a
+    duplicate name: a written export is never read back, and its names are unique (order + id)."""
+
+    def __setitem__(self, name: str, info: zipfile.ZipInfo) -> None:
+        pass
+
+
+class _StreamedZip(zipfile.ZipFile):
+    """A deflated zip written to `drain` that holds nothing per member in memory."""
+
+    def __init__(self, drain: _Drain, members: IO[bytes]) -> None:
+        # _Drain is a write-only file object (write/flush); the stubs' protocols don't see it
+        super().__init__(drain, mode="w", compression=zipfile.ZIP_DEFLATED)  # type: ignore[call-overload]
+        self.filelist = _MembersOnDisk(members)  # type: ignore[assignment]  # a list for what zipfile does with it
+        self.NameToInfo = _NoNameIndex()
 
 
 def _iso(value: Any) -> str | None:
@@ -122,11 +178,10 @@ def _copy(source: IO[bytes], archive: zipfile.ZipFile, name: str, drain: _Drain)
     with archive.open(name, mode="w") as target:
         while chunk := source.read(_COPY):
             target.write(chunk)
-            yield drain.take()
+            yield from drain.take()
 
 
 def iter_results_zip(jobs: QuerySet[Job], *, batch_id: object = None, per_batch: bool = False) -> Iterator[bytes]:
-    drain = _Drain()
     fields = (
         "id", "order", "status", "runs", "variables", "errors", "result_path", "batch_id", "price",
         "created_at", "start_timestamp", "end_timestamp",
@@ -136,12 +191,13 @@ def iter_results_zip(jobs: QuerySet[Job], *, batch_id: object = None, per_batch:
         tempfile.TemporaryFile() as legacy,
         tempfile.TemporaryFile() as jsonl,
         tempfile.TemporaryFile() as table,
+        tempfile.TemporaryFile() as members,
+        closing(_Drain()) as drain,
     ):
         writer = csv.writer(_CsvLines())
         table.write(writer.writerow(MANIFEST_COLUMNS))
         legacy.write(json.dumps({"batch_id": str(batch_id) if batch_id else None})[:-1].encode() + b', "jobs": [')
-        # _Drain is a write-only file object (write/flush/tell); the stubs' protocols don't see it
-        with zipfile.ZipFile(drain, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
+        with _StreamedZip(drain, members) as archive:
             index = 0
 
             def write(group: list[Job]) -> Iterator[bytes]:
@@ -164,7 +220,7 @@ def iter_results_zip(jobs: QuerySet[Job], *, batch_id: object = None, per_batch:
                     jsonl.write(json.dumps(row).encode() + b"\n")
                     table.write(writer.writerow([json.dumps(v) if k == "variables" else v for k, v in row.items()]))
                     index += 1
-                    yield drain.take()
+                    yield from drain.take()
 
             pending: list[Job] = []
             for job in with_credits(jobs.only(*fields)).order_by(*ordering).iterator(_CHUNK):
@@ -177,7 +233,7 @@ def iter_results_zip(jobs: QuerySet[Job], *, batch_id: object = None, per_batch:
             for member, handle in (("manifest.json", legacy), ("manifest.jsonl", jsonl), ("manifest.csv", table)):
                 handle.seek(0)
                 yield from _copy(handle, archive, member, drain)
-        yield drain.take()
+        yield from drain.take()
 
 
 def results_zip_response(

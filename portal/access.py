@@ -6,6 +6,7 @@ from typing import cast
 from uuid import UUID
 
 from django.contrib.auth.models import User
+from django.db.models import F
 from django.http import HttpRequest
 
 from portal.errors import NotFound
@@ -13,8 +14,10 @@ from portal.models import Membership, Project
 
 
 def projects_of(user: User) -> list[Project]:
-    """The user's active projects by name: every portal page's project switcher, and the API's."""
-    return list(Project.objects.filter(memberships__user=user, status=Project.Status.ACTIVE).order_by("name", "pk"))
+    """The user's active projects by name: every portal page's project switcher, and the API's;
+    each carries the user's role in it as `member_role` (the same join: no query per page)."""
+    projects = Project.objects.filter(memberships__user=user, status=Project.Status.ACTIVE)
+    return list(projects.annotate(member_role=F("memberships__role")).order_by("name", "pk"))
 
 
 def project_for(user: User, project_id: object) -> Project:

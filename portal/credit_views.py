@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from portal import credits, usage
 from portal.access import current_project_for, is_admin, request_user
+from portal.errors import TweezerError
 from portal.models import Membership, Project, SpendingCap
 
 
@@ -103,7 +104,11 @@ def set_cap(request: HttpRequest) -> HttpResponse:
         messages.error(request, "A cap is a whole number of credits, per month or in total.")
         return redirect("credits_overview")
     amount = int(raw) if raw else None
-    credits.set_cap(project, member.user, amount, period, by=admin)
+    try:
+        credits.set_cap(project, member.user, amount, period, by=admin)
+    except TweezerError as exc:
+        messages.error(request, exc.message)
+        return redirect("credits_overview")
     if amount is None:
         messages.success(request, f"{member.user.username} has no spending cap now.")
     else:

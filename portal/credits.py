@@ -15,7 +15,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from portal.bulk import insert_rows
-from portal.errors import InsufficientCredits, SpendingCapExceeded
+from portal.errors import InsufficientCredits, InvalidInput, NotFound, SpendingCapExceeded
 from portal.models import CreditTransaction, Project, SpendingCap
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from jobs.models import Job
 
 Kind = CreditTransaction.Kind
+MAX_CAP = 2**63 - 1  # SpendingCap.amount is a BigIntegerField
 
 
 def balance_of(project: Project) -> int:
@@ -194,15 +195,21 @@ def _check_cap(project: Project, user: User, price: int) -> None:
 
 
 def set_cap(project: Project, user: User, amount: int | None, period: str, *, by: User | None) -> SpendingCap | None:
-    """Set (or with `amount` None, remove) a member's cap. Only for members of the project."""
+    """Set (or with `amount` None, remove) a member's cap; who may is the caller's check (project
+    ADMINs in the portal and the API, staff in the Django admin).
+
+    Refused: a user who is not a member of the project (NotFound, `user_id`), an amount below 0 or
+    beyond the column's 64 bits (`amount`), a period other than MONTH or TOTAL (`period`)."""
     if not project.memberships.filter(user=user).exists():
-        raise ValueError(f"{user} is not a member of {project}.")
+        raise NotFound(f"User {user.pk} is not a member of project '{project.name}'.", field="user_id")
     if amount is None:
         SpendingCap.objects.filter(project=project, user=user).delete()
         return None
-    if amount < 0:
-        raise ValueError("A spending cap is a number of credits, 0 or more.")
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_CAP:
+        raise InvalidInput(f"A spending cap ('amount') is a whole number of credits, 0 to {MAX_CAP:,}.", field="amount")
+    if period not in SpendingCap.Period.values:
+        raise InvalidInput(f"A spending cap's 'period' is MONTH or TOTAL, not {str(period)[:20]!r}.", field="period")
     cap, _ = SpendingCap.objects.update_or_create(
-        project=project, user=user, defaults={"amount": int(amount), "period": period, "set_by": by}
+        project=project, user=user, defaults={"amount": amount, "period": period, "set_by": by}
     )
     return cap

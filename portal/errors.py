@@ -37,6 +37,13 @@ class InsufficientCredits(TweezerError):
         )
 
 
+class Forbidden(TweezerError):
+    """A member asking for what only the project's ADMINs may do (the API's 403; the portal hides
+    such pages with a 404, as it does every page a user may not see)."""
+
+    status_code = 403
+
+
 class NotFound(TweezerError):
     status_code = 404
 

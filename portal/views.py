@@ -26,6 +26,7 @@ from backends.sequences import device_from_specs
 from batches.models import BatchStatus
 from portal import usage
 from portal.access import current_project_for, is_admin, project_for, request_user
+from portal.credits import cap_of, cap_usage
 from portal.errors import NotFound
 from portal.forms import LedgerFilterForm
 from portal.models import ApiToken, Project
@@ -123,9 +124,20 @@ def devices(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def credits(request: HttpRequest) -> HttpResponse:
+    """Every member sees the balance, what they spent and their cap; project ADMINs also see
+    every member's spending and the ledger (issue 21.4: "balance for every member")."""
     project = _project(request)
-    admin = is_admin(request_user(request), project)
-    context: dict[str, Any] = {"project": project, "admin": admin}
+    user = request_user(request)
+    admin = is_admin(user, project)
+    cap = cap_of(project, user)
+    cap_used = cap_usage(cap) if cap else None
+    context: dict[str, Any] = {
+        "project": project,
+        "admin": admin,
+        "cap": cap,
+        "cap_used": cap_used,
+        "cap_left": max(cap.amount - cap_used, 0) if cap and cap_used is not None else None,
+    }
     spent = usage.spending(project, user=None if admin else request.user)
     context["by_device"] = usage.daily_chart(spent, "batch__device__name")
     if admin:

@@ -52,6 +52,11 @@
         data: d.points.map(function (p) { return { x: p.x, y: p.y, err: p.err, shots: p.shots }; }),
       };
     });
+    // The y scale spans the error bars, not only the points: a bar must not cross the axis.
+    let low = Infinity, high = -Infinity;
+    spec.datasets.forEach(function (d) {
+      d.points.forEach(function (p) { low = Math.min(low, p.y - (p.err || 0)); high = Math.max(high, p.y + (p.err || 0)); });
+    });
     new window.Chart(canvas, {
       type: "line",
       data: { labels: spec.numeric_x ? undefined : labels, datasets: datasets },
@@ -64,8 +69,7 @@
         },
         scales: {
           x: { type: spec.numeric_x ? "linear" : "category", title: { display: true, text: spec.x } },
-          // Room above and below for the error bars: the scale is fitted to the points alone.
-          y: { grace: "10%", title: { display: true, text: spec.label } },
+          y: { grace: "5%", suggestedMin: isFinite(low) ? low : undefined, suggestedMax: isFinite(high) ? high : undefined, title: { display: true, text: spec.label } },
         },
       },
     });

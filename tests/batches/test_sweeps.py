@@ -169,3 +169,24 @@ def test_a_job_whose_result_file_is_missing_counts_as_one_without_results(member
     rows = list(sweeps.csv_rows(batch))
     row = dict(zip(rows[0], rows[2], strict=True))
     assert (row["status"], row["mean_excited"]) == ("DONE", "")
+
+
+def test_the_batch_page_loads_the_sweep_plot_inline_when_jobs_have_finished(member, devices):
+    batch = make_sweep(member)
+    browser: Any = Client()
+    browser.force_login(member.user)
+    page = browser.get(f"/batches/{batch.pk}/").content.decode()
+    region = page[page.index('<div id="sweep"') :]
+    assert f'hx-get="/batches/{batch.pk}/sweep/" hx-trigger="revealed" hx-swap="outerHTML"' in region
+    assert "vendor/chart.umd.min.js" in page and "tweezer/sweep.js" in page
+    # What the region swaps in: the chart alone (no page around it), with its pickers and CSV link.
+    inline = browser.get(f"/batches/{batch.pk}/sweep/", HTTP_HX_REQUEST="true").content.decode()
+    assert inline.startswith('<section class="card" id="sweep"') and "<html" not in inline
+    assert 'id="sweep-chart"' in inline and f'href="/batches/{batch.pk}/sweep.csv"' in inline
+    assert "against delta" in inline  # the first variable by name
+
+    unfinished = services.create_batch(
+        member.project, member.user, sequence_builder=seed_mappable_sequence(), validate=False,
+        jobs=[{"runs": 5, "variables": {"omega_max": 1.0}}], device_type="EMU_FREE",
+    )  # fmt: skip
+    assert '<div id="sweep"' not in browser.get(f"/batches/{unfinished.pk}/").content.decode()

@@ -170,3 +170,72 @@ def test_the_batches_list_exports_the_filtered_selection(page, live_server, memb
     rows = [json.loads(line) for line in archive.read("manifest.jsonl").decode().splitlines()]
     assert {r["batch_id"] for r in rows} == {str(kept.pk)} and len(rows) == 6
     shot(page, "21-batches-list-export")
+
+
+def test_the_batch_page_draws_the_sweep_inline_and_redraws_it_in_place(page, live_server, member, devices, login):
+    batch = make_sweep(member)
+    login(member.user)
+    page.goto(f"{live_server.url}/batches/{batch.pk}/")
+    page.evaluate("() => document.getElementById('sweep').scrollIntoView()")  # loaded once it is seen
+    expect(page.locator("#sweep-heading")).to_contain_text("against delta")
+    page.wait_for_function("() => document.querySelector('canvas[data-sweep]')?.dataset.drawn === '1'")
+    page.locator("#sweep-x").select_option("omega_max")
+    expect(page.locator("#sweep-heading")).to_contain_text("against omega_max")
+    page.wait_for_function("() => document.querySelector('canvas[data-sweep]').dataset.drawn === '1'")
+    assert page.url == f"{live_server.url}/batches/{batch.pk}/", "redrawn in the batch page, not another page"
+    expect(page.locator("#jobs-heading")).to_be_visible()
+    shot(page, "21-batch-page-sweep-inline")
+    page.locator("#sweep-link").click()  # the page of its own still works
+    expect(page.locator("h1")).to_have_text("Sweep")
+
+
+def test_the_add_jobs_form_prices_the_jobs_on_the_batch_s_device_before_the_button(
+    page, live_server, make_member, devices, login
+):
+    member = make_member(credits=1000)
+    devices["EMU_FREE"].price_per_run = 2
+    devices["EMU_FREE"].save()
+    batch = services.create_batch(
+        member.project, member.user, sequence_builder=make_sweep.__globals__["seed_mappable_sequence"](),
+        jobs=[{"runs": 10, "variables": {"omega_max": 1.0, "qubits": {"q0": 1}}}], device_type="EMU_FREE",
+        open=True, validate=False,
+    )  # fmt: skip
+    SpendingCap.objects.create(project=member.project, user=member.user, amount=100, period="MONTH")
+    login(member.user)
+    page.goto(f"{live_server.url}/batches/{batch.pk}/")
+    page.locator("#add-jobs summary").click()
+    form = page.locator("#add-jobs")
+    expect(form.locator("#price-estimate")).to_contain_text("Type or upload the jobs")
+    form.get_by_label("Jobs as JSON or as a table of variables").fill('runs,omega_max,qubits\n15,9.5,{"q0": 1}')
+    expect(form.locator("#price-value")).to_have_text("30 credits")
+    expect(form.locator("#price-balance-after")).to_have_text("950")  # 1,000 - 20 charged - 30
+    expect(form.locator("#price-estimate")).to_contain_text("your cap: 80 of 100 left this month")
+    shot(page, "21-add-jobs-price")
+    form.get_by_label("Jobs as JSON or as a table of variables").fill("runs\n50")
+    expect(form.locator("#price-estimate")).to_contain_text("Over your spending cap")
+    shot(page, "21-add-jobs-price-over-cap")
+
+
+def test_a_project_admin_reaches_webhooks_from_the_navigation_and_a_member_sees_the_balance(
+    page, live_server, make_member, devices, login
+):
+    admin = make_member(credits=7000)
+    other = make_member(role="MEMBER", project=admin.project)
+    SpendingCap.objects.create(project=admin.project, user=other.user, amount=500, period="TOTAL")
+    login(admin.user)
+    page.locator("#nav-webhooks").click()
+    expect(page).to_have_url(f"{live_server.url}/webhooks/")
+    expect(page.locator("#nav-webhooks")).to_have_attribute("aria-current", "page")
+    shot(page, "21-nav-webhooks")
+    page.goto(f"{live_server.url}/credits/")
+    expect(page.locator("#balance")).to_have_text("7000")
+    shot(page, "21-credits-admin")
+    page.context.clear_cookies()
+    login(other.user)
+    expect(page.locator("#nav-webhooks")).to_have_count(0)
+    page.get_by_role("link", name="Credits", exact=True).click()
+    expect(page.locator("#balance")).to_have_text("7000")
+    expect(page.locator("#cap-left")).to_have_text("500")
+    expect(page.locator("#my-cap")).to_contain_text("of 500 in total")
+    expect(page.locator("#ledger")).to_have_count(0)
+    shot(page, "21-credits-member")

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 from backends.models import Device
 from batches import services
 from batches.models import Batch
+from portal.models import Project
 from tests.browser.conftest import screenshot
 from tests.sequences import job, seed_mappable_sequence
 
@@ -144,7 +145,7 @@ def test_filter_and_paginate_the_jobs_table(page, live_server, member, devices, 
     screenshot(page, "batch-jobs-filtered")
 
 
-def test_a_member_sees_neither_another_projects_batch_nor_the_admin_ledger(
+def test_a_member_sees_the_balance_but_neither_another_projects_batch_nor_the_admin_ledger(
     page, live_server, member, make_member, devices, login
 ):
     _hold_device()
@@ -161,8 +162,10 @@ def test_a_member_sees_neither_another_projects_batch_nor_the_admin_ledger(
     page.goto(f"{live_server.url}/credits/")
     expect(page.get_by_role("heading", name="Credits")).to_be_visible()
     expect(page.locator("#ledger")).to_have_count(0)
-    expect(page.locator("#balance")).to_have_count(0)
+    expect(page.locator("#balance")).to_have_text(str(Project.objects.get(pk=member.project_id).balance))  # 21.4
+    expect(page.locator("#my-cap")).to_contain_text("no cap")
     expect(page.locator("#ledger-csv")).to_have_count(0)
+    expect(page.locator("#nav-webhooks")).to_have_count(0)
     screenshot(page, "credits-member")
     assert Batch.objects.filter(pk=theirs.pk, status="PENDING").exists()
 

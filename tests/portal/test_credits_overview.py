@@ -118,6 +118,17 @@ def test_every_member_sees_the_balance_but_only_admins_see_others_and_set_caps(d
     assert client.post("/credits/caps/", {"user": stranger.user.pk, "amount": "5"}).status_code == 404
 
 
+def test_a_cap_beyond_what_the_ledger_can_count_is_refused_with_a_message_not_an_error(devices, make_member):
+    admin = make_member()
+    other = make_member(role="MEMBER", project=admin.project)
+    response = logged_in(admin).post(
+        "/credits/caps/", {"user": other.user.pk, "amount": "9" * 20, "period": "MONTH"}, follow=True
+    )
+    assert response.status_code == 200
+    assert "A spending cap (&#x27;amount&#x27;) is a whole number of credits" in response.content.decode()
+    assert not SpendingCap.objects.exists()
+
+
 @pytest.mark.parametrize("text", ["runs,omega_max\n100,9.5\n40,10.5", '[{"runs": 100}, {"runs": 40}]'])
 def test_the_new_batch_form_shows_the_price_and_the_balance_after(devices, make_member, text):
     member = make_member(credits=1000)
@@ -132,6 +143,25 @@ def test_the_new_batch_form_shows_the_price_and_the_balance_after(devices, make_
     assert "Over your spending cap" in body
     half_typed = logged_in(member).post("/batches/price/", {"jobs_text": "runs\nmany", "device_type": "EMU_FREE"})
     assert half_typed.status_code == 200 and "price-value" not in half_typed.content.decode()
+
+
+def test_the_add_jobs_form_of_an_open_batch_shows_its_price_before_the_button(devices, make_member):
+    member = make_member(credits=1000)
+    devices["EMU_FREE"].price_per_run = 3
+    devices["EMU_FREE"].save()
+    batch = services.create_batch(
+        member.project, member.user, sequence_builder=SEQUENCE, open=True, device_type="EMU_FREE", validate=False,
+        jobs=[{"runs": 10, "variables": {"omega_max": 1.0, "qubits": {"q0": 1}}}],
+    )  # fmt: skip
+    page = logged_in(member).get(f"/batches/{batch.pk}/").content.decode()
+    form = page[page.index('id="add-jobs"') :]
+    price_at, button_at = form.index('id="price-estimate"'), form.index(">Add jobs</button>")
+    assert price_at < button_at and f'hx-post="/batches/price/?batch={batch.pk}"' in form
+    assert "Type or upload the jobs to see their price." in form
+    # What the form's region asks as jobs are typed: the price on the batch's device, no device_type sent.
+    body = logged_in(member).post(f"/batches/price/?batch={batch.pk}", {"jobs_text": "runs\n5\n5"}).content.decode()
+    assert '<strong id="price-value">30 credits</strong>' in body and "on EMU_FREE" in body
+    assert '<strong id="price-balance-after">940</strong> of 970' in body
 
 
 def test_the_add_jobs_price_uses_the_batch_s_device(devices, make_member):

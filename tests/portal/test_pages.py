@@ -18,6 +18,7 @@ from batches import services
 from batches.models import Batch
 from jobs.models import Job, JobStatus
 from jobs.results import store_result
+from portal import credits
 from portal.models import CreditTransaction
 from tests.sequences import job, seed_mappable_sequence
 
@@ -190,11 +191,28 @@ def test_new_batch_form_shows_the_apis_validation_message_and_creates_nothing(me
     assert "Batch created with 1 job" in ok.content.decode()
 
 
-def test_a_member_sees_own_usage_but_not_the_ledger_nor_its_csv(member, make_member, devices, client_for):
+def test_a_member_sees_the_balance_their_usage_and_cap_but_not_others_spending_nor_the_ledger(
+    member, make_member, devices, client_for
+):
+    """Issue 21.4: "the credits page shows balance for every member"; the ledger and what other
+    members spent stay for project ADMINs."""
     plain = make_member(role="MEMBER", project=member.project)
+    services.create_batch(
+        member.project, member.user, sequence_builder=seed_mappable_sequence(),
+        jobs=[job(runs=70, qubits={"q0": 1})], device_type="EMU_FREE", validate=False,
+    )  # fmt: skip
+    services.create_batch(
+        member.project, plain.user, sequence_builder=seed_mappable_sequence(),
+        jobs=[job(runs=20, qubits={"q0": 1})], device_type="EMU_FREE", validate=False,
+    )  # fmt: skip
+    credits.set_cap(member.project, plain.user, 50, "MONTH", by=member.user)
     client = client_for(plain)
     page = client.get(reverse("credits")).content.decode()
-    assert 'id="ledger"' not in page and 'id="balance"' not in page
+    balance = credits.balance_of(member.project)
+    assert f'id="balance">{balance}<' in page and balance == 100_000 - 90
+    assert 'id="spent-30d">20<' in page, "their own spending, not the project's 90"
+    assert 'id="cap-left">30<' in page and "of 50 per calendar month (20 used)" in page
+    assert 'id="ledger"' not in page and member.user.username not in page
     assert client.get(reverse("credits_csv")).status_code == 404
     admin_page = client_for(member).get(reverse("credits")).content.decode()
     assert 'id="ledger"' in admin_page
@@ -482,3 +500,13 @@ def test_batch_event_stream_checks_access_like_the_page(member, make_member, dev
     assert f'sse-connect="{url}"' in html and 'hx-ext="sse"' in html
     services.cancel_batch(batch, by=member.user)
     assert client_for(member).get(url).status_code == 204  # over: EventSource stops reconnecting
+
+
+def test_the_navigation_links_to_webhooks_for_project_admins_only(member, make_member, client_for):
+    plain = make_member(role="MEMBER", project=member.project)
+    admin_page = client_for(member).get(reverse("batches:list")).content.decode()
+    assert '<a href="/webhooks/" id="nav-webhooks"' in admin_page
+    webhooks_page = client_for(member).get(reverse("webhooks")).content.decode()
+    assert 'id="nav-webhooks" aria-current="page">Webhooks</a>' in webhooks_page
+    assert 'id="nav-webhooks"' not in client_for(plain).get(reverse("batches:list")).content.decode()
+    assert client_for(plain).get(reverse("webhooks")).status_code == 404

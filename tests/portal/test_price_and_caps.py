@@ -11,7 +11,7 @@ from django.test import Client
 from batches import services
 from batches.models import Batch
 from portal import credits
-from portal.errors import SpendingCapExceeded
+from portal.errors import NotFound, SpendingCapExceeded
 from portal.models import CreditTransaction, SpendingCap
 from tests.sequences import seed_mappable_sequence
 
@@ -106,7 +106,7 @@ def test_caps_are_per_member_and_only_for_members(devices, make_member):
     submit(admin, 100)  # the admin has no cap
     with pytest.raises(SpendingCapExceeded):
         submit(other, 6)
-    with pytest.raises(ValueError):
+    with pytest.raises(NotFound, match="is not a member of project"):
         credits.set_cap(admin.project, make_member().user, 5, "MONTH", by=admin.user)
     credits.set_cap(admin.project, other.user, None, "MONTH", by=admin.user)
     submit(other, 6)

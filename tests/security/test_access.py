@@ -18,12 +18,12 @@ from batches import services, workloads
 from batches.models import Batch, Workload
 from jobs.models import Job
 from portal.api import api
-from portal.models import CreditTransaction
+from portal.models import CreditTransaction, SpendingCap
 from tests.sequences import analog_sequence
 
 pytestmark = pytest.mark.django_db
 
-ID_PARAMS = {"batch_id", "job_id", "token_id", "workload_id", "endpoint_id", "delivery_id"}
+ID_PARAMS = {"batch_id", "job_id", "token_id", "workload_id", "endpoint_id", "delivery_id", "project_id"}
 ADD_JOBS_BODY = [{"runs": 5, "variables": {"omega_max": 1.0}}]
 
 
@@ -95,6 +95,8 @@ def _body_for(method: str, path: str, project_id: str) -> Any:
         return ADD_JOBS_BODY
     if path.endswith("/tags"):
         return ["x"]
+    if "/spending-caps/" in path and method == "PUT":
+        return {"amount": 5}
     if path.endswith("/batches/cancel"):
         return None
     if method == "POST" and path.endswith("/batches"):
@@ -112,6 +114,8 @@ def test_every_api_operation_with_another_projects_ids_is_404_and_changes_nothin
         "batch_id": str(victim["batch"].pk),
         "job_id": str(victim["job"].pk),
         "workload_id": str(victim["workload"].pk),
+        "project_id": str(victim["member"].project_id),
+        "user_id": str(victim["member"].user_id),
     }
     before = _snapshot()
     attacked = 0
@@ -147,7 +151,7 @@ def test_every_api_operation_with_another_projects_ids_is_404_and_changes_nothin
     jobs = client.get("/core/api/v2/jobs", {"batch_id": ids["batch_id"]})
     assert jobs.status_code in (200, 404) and not jobs.json().get("data")
     assert attacked >= 12, attacked
-    assert _snapshot() == before
+    assert _snapshot() == before and not SpendingCap.objects.exists()
     print(f"\nFIGURE API operations attacked with another project's ids: {attacked + 5}, answered 404/empty")
 
 
