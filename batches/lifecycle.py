@@ -174,22 +174,25 @@ def claim_job(job_id: UUID | str, owner: str, *, now: datetime | None = None) ->
     now = now or timezone.now()
     with transaction.atomic():
         batch = lock_batch(Subquery(Job.objects.filter(pk=job_id).values("batch_id")), status=BatchStatus.RUNNING)
-        if batch is None:
-            return False
-        won = (
-            Job.objects.filter(pk=job_id, status=JobStatus.PENDING)
-            .filter(_may_start())
-            .update(
-                status=JobStatus.RUNNING,
-                start_timestamp=now,
-                lease_owner=owner,
-                lease_expires_at=lease_until(now),
-                attempts=F("attempts") + 1,
-            )
-        )
+        won = batch is not None and _start(job_id, owner, now)
     if won:
-        events.batch_changed(batch.pk)
-    return bool(won)
+        events.batch_changed(batch.pk)  # type: ignore[union-attr]  # won implies a batch
+    return won
+
+
+def _start(job_id: UUID | str, owner: str, now: datetime) -> bool:
+    """The claim's conditional UPDATE; the caller holds the lock of the job's RUNNING batch."""
+    return bool(
+        Job.objects.filter(pk=job_id, status=JobStatus.PENDING)
+        .filter(_may_start())
+        .update(
+            status=JobStatus.RUNNING,
+            start_timestamp=now,
+            lease_owner=owner,
+            lease_expires_at=lease_until(now),
+            attempts=F("attempts") + 1,
+        )
+    )
 
 
 def renew_lease(job_id: UUID | str, owner: str) -> bool:
@@ -201,6 +204,18 @@ def renew_lease(job_id: UUID | str, owner: str) -> bool:
     )
 
 
+@dataclass
+class Ending:
+    """What `end_job` did: whether this actor ended the job (its truth value), and the batch's
+    next job, claimed in the same transaction when the caller asked for it."""
+
+    won: bool
+    next_job: Job | None = None
+
+    def __bool__(self) -> bool:
+        return self.won
+
+
 def end_job(
     job: Job,
     owner: str,
@@ -209,11 +224,17 @@ def end_job(
     errors: list[str] | None = None,
     refund: bool = False,
     result_path: str | None = None,
-) -> bool:
+    claim_next_for: str | None = None,
+) -> Ending:
     """RUNNING → DONE or ERROR while `owner` still holds the lease; an ERROR that is the
     platform's fault (`refund`) gives the credits back, once. Ends a closed batch whose last
-    job this was (rule 3) in the same transaction. False if the job is no longer ours."""
+    job this was (rule 3) in the same transaction. Not won if the job is no longer ours.
+
+    With `claim_next_for`, the batch's next job (rule 2) is claimed for that owner in the same
+    transaction, under the batch lock it already holds: a worker goes on with the batch's jobs
+    without a message, a lock or a commit between them. The next job shares `job.batch`."""
     now = timezone.now()
+    following = None
     with transaction.atomic():
         Batch.objects.filter(pk=job.batch_id).update(last_activity_at=now)  # takes the batch's lock first
         fields: dict[str, Any] = {"status": status, "end_timestamp": now, "errors": errors, "lease_expires_at": None}
@@ -222,12 +243,27 @@ def end_job(
         won = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, lease_owner=owner).update(**fields)
         if not won:
             transaction.set_rollback(True)  # not ours any more: leave the batch as it was
-            return False
+            return Ending(won=False)
         if refund:
             credits.refund_job(job, by=None, reason=(errors or ["Backend failure."])[0])
         events.batch_changed(job.batch_id)  # wakes the held status requests (issue 19)
-        finish_batch(job.batch_id, now=now)
-    return True
+        if claim_next_for is not None:
+            following = _claim_following(job, claim_next_for, now)
+        if following is None:
+            finish_batch(job.batch_id, now=now)
+    return Ending(won=True, next_job=following)
+
+
+def _claim_following(job: Job, owner: str, now: datetime) -> Job | None:
+    """The next job of `job`'s batch, claimed for `owner` (the caller holds the batch's lock and
+    has just ended `job`). A batch that no longer runs has no pending job left to claim: every
+    way out of RUNNING stops its pending jobs in the same transaction."""
+    following = next_job(job.batch_id)
+    if following is None or not _start(following.pk, owner, now):
+        return None
+    following.batch = job.batch  # its fields that a run reads never change after submission
+    following.status, following.lease_owner, following.start_timestamp = JobStatus.RUNNING, owner, now
+    return following
 
 
 def hand_back_job(job: Job, owner: str) -> bool:

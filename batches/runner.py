@@ -75,21 +75,9 @@ def execute(job_id: str) -> None:
     device_id = None
     while job is not None:
         device_id = job.batch.device_id
-        _run_claimed(job, job.lease_owner)
-        job = _claim_next(job)
+        job = _run_claimed(job, job.lease_owner)
     if device_id is not None:
         scheduler.advance(device_id)
-
-
-def _claim_next(previous: Job) -> Job | None:
-    """The next job of `previous`'s batch (`lifecycle.next_job`), claimed for this worker."""
-    job = lifecycle.next_job(previous.batch_id)
-    owner = uuid.uuid4().hex
-    if job is None or not lifecycle.claim_job(job.pk, owner):
-        return None
-    job.batch = previous.batch  # its fields that a run reads never change after submission
-    job.status, job.lease_owner = JobStatus.RUNNING, owner
-    return job
 
 
 def stop_on_terminate() -> None:
@@ -116,7 +104,8 @@ _terminate_watched = threading.Event()
 _terminating = threading.Event()
 
 
-def _run_claimed(job: Job, owner: str) -> None:
+def _run_claimed(job: Job, owner: str) -> Job | None:
+    """Runs the claimed job and ends it; returns the batch's next job, claimed as it ended."""
     try:
         with Heartbeat(str(job.pk), owner):
             result = _run(job)
@@ -125,22 +114,27 @@ def _run_claimed(job: Job, owner: str) -> None:
             # The worker is being stopped (SIGTERM, interrupt): a lost worker, not a failed job.
             lifecycle.hand_back_job(job, owner)
             raise
-        _end_failed(job, owner, exc)
+        ending = _end_failed(job, owner, exc)
     else:
-        lifecycle.end_job(job, owner, JobStatus.DONE, result_path=store_result(job, result.as_json()))
+        ending = _end(job, owner, JobStatus.DONE, result_path=store_result(job, result.as_json()))
+    return ending.next_job
 
 
-def _end_failed(job: Job, owner: str, exc: Exception) -> None:
+def _end(job: Job, owner: str, status: str, **how: Any) -> lifecycle.Ending:
+    return lifecycle.end_job(job, owner, status, claim_next_for=uuid.uuid4().hex, **how)
+
+
+def _end_failed(job: Job, owner: str, exc: Exception) -> lifecycle.Ending:
     """The job's own failure: the user's input caught late (no refund), or the backend's (refund)."""
     device = job.batch.device
     if isinstance(exc, TweezerError):  # e.g. the device changed since submission
-        lifecycle.end_job(job, owner, JobStatus.ERROR, errors=[exc.message])
-    elif isinstance(exc, BackendUnavailable):
-        lifecycle.end_job(job, owner, JobStatus.ERROR, errors=[f"{device.name} failed: {exc}"], refund=True)
-    else:  # anything else is ours to pay for
-        log.error("job %s failed on %s", job.pk, device.name, exc_info=exc)
-        message = f"{device.name} could not run the job ({type(exc).__name__}: {exc}). Credits refunded."
-        lifecycle.end_job(job, owner, JobStatus.ERROR, errors=[message[:1000]], refund=True)
+        return _end(job, owner, JobStatus.ERROR, errors=[exc.message])
+    if isinstance(exc, BackendUnavailable):
+        return _end(job, owner, JobStatus.ERROR, errors=[f"{device.name} failed: {exc}"], refund=True)
+    # anything else is ours to pay for
+    log.error("job %s failed on %s", job.pk, device.name, exc_info=exc)
+    message = f"{device.name} could not run the job ({type(exc).__name__}: {exc}). Credits refunded."
+    return _end(job, owner, JobStatus.ERROR, errors=[message[:1000]], refund=True)
 
 
 def _run(job: Job) -> Any:

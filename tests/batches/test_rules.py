@@ -364,3 +364,49 @@ def test_rule_11_terminal_states_never_change(submit, emu, member):
     batch.refresh_from_db()
     assert batch.status == "DONE"
     assert CreditTransaction.objects.filter(batch=batch, kind="REFUND").count() == 1
+
+
+def test_rule_2_a_job_ending_hands_its_worker_the_batch_next_job_in_order(submit, emu):
+    """Rule 2 in the worker's chain: ending a job claims the batch's next pending job, in order,
+    in the same transaction; the last job ending claims nothing and ends the closed batch."""
+    batch = submit(3)
+    scheduler.advance(emu.pk)
+    first, second, third = jobs_of(batch)
+    job = runner.claim(str(first.pk), "w1")
+    assert job is not None
+
+    ending = lifecycle.end_job(job, "w1", JobStatus.DONE, claim_next_for="w2")
+    assert ending and ending.next_job is not None and ending.next_job.pk == second.pk
+    assert Job.objects.filter(pk=second.pk).values_list("status", "lease_owner").get() == ("RUNNING", "w2")
+    assert Job.objects.get(pk=third.pk).status == "PENDING", "one job of a batch at a time"
+    assert not runner.claim(str(third.pk), "w3"), "not its turn while the second runs"
+
+    ending = lifecycle.end_job(ending.next_job, "w2", JobStatus.ERROR, errors=["bad"], claim_next_for="w3")
+    assert ending.next_job is not None and ending.next_job.pk == third.pk, "a failed job does not stop the batch"
+    last = lifecycle.end_job(ending.next_job, "w3", JobStatus.DONE, claim_next_for="w4")
+    assert last and last.next_job is None
+    assert Batch.objects.get(pk=batch.pk).status == "DONE"
+
+
+def test_a_job_ending_in_a_canceled_batch_claims_nothing(submit, emu, member):
+    batch = submit(3)
+    scheduler.advance(emu.pk)
+    first, *_ = jobs_of(batch)
+    job = runner.claim(str(first.pk), "w1")
+    assert job is not None
+    services.cancel_batch(batch, by=member.user)
+
+    ending = lifecycle.end_job(job, "w1", JobStatus.DONE, claim_next_for="w2")
+    assert ending and ending.next_job is None
+    assert not Job.objects.filter(batch=batch, status="RUNNING").exists()
+
+
+def test_a_worker_that_lost_its_job_neither_ends_it_nor_claims_the_next(submit, emu):
+    batch = submit(2)
+    scheduler.advance(emu.pk)
+    first, second = jobs_of(batch)
+    assert runner.claim(str(first.pk), "w1") is not None
+
+    ending = lifecycle.end_job(Job.objects.get(pk=first.pk), "someone-else", JobStatus.DONE, claim_next_for="w2")
+    assert not ending and ending.next_job is None
+    assert Job.objects.get(pk=second.pk).status == "PENDING"
