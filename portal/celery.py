@@ -110,10 +110,14 @@ def _worker_commit_durability(**_: Any) -> None:
 
 @task_prerun.connect
 @task_postrun.connect
-def _recycle_connections(**_: Any) -> None:
-    """Around each task, as around each request: drop the connections that are too old or broken."""
+def _recycle_connections(sender: Any = None, **_: Any) -> None:
+    """Around each task, as around each request: drop the connections that are too old or broken.
+    Not around a task run eagerly (CELERY_TASK_ALWAYS_EAGER): that one runs inside its caller's
+    request or transaction, whose connection is the caller's."""
     from django.db import close_old_connections
 
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
     close_old_connections()
 
 

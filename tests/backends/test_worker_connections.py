@@ -36,12 +36,12 @@ def _run_tasks(n: int) -> list[object]:
     used = []
     for _ in range(n):
         fixup.on_task_prerun(sender=task)
-        _recycle_connections()
+        _recycle_connections(sender=task)
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         used.append(connection.connection)
         fixup.on_task_postrun(sender=task)
-        _recycle_connections()
+        _recycle_connections(sender=task)
     return used
 
 
@@ -64,3 +64,17 @@ def test_a_broken_connection_is_replaced_before_the_next_task(max_age) -> None: 
     connection.connection.close()  # the server went away between two tasks
     second = _run_tasks(1)[0]
     assert second is not first
+
+
+def test_a_task_run_eagerly_leaves_its_callers_connection_open() -> None:
+    """CELERY_TASK_ALWAYS_EAGER runs a task inside its caller's transaction: not to be closed."""
+    app.loader.import_default_modules()
+    task = app.tasks[RUN_JOB]
+    connection.ensure_connection()
+    raw = connection.connection
+    task.push_request(is_eager=True)
+    try:
+        _recycle_connections(sender=task)
+    finally:
+        task.pop_request()
+    assert connection.connection is raw
