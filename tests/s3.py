@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tests import processes
+
 ACCESS_KEY = "tweezer-test"
 SECRET_KEY = "tweezer-test-secret"
 REGION = "us-east-1"
@@ -72,14 +74,7 @@ class S3Server:
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        processes.stop(self.proc, self.log)
 
 
 def results_env(endpoint: str, bucket: str) -> dict[str, str]:

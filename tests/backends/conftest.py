@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests import processes
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
@@ -55,13 +57,7 @@ class QpuSimulator:
         return dict(requests.get(f"{self.url}/admin/stats", timeout=5).json())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        processes.stop(self.proc, self.log)
 
 
 @pytest.fixture(scope="session")

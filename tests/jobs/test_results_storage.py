@@ -67,13 +67,19 @@ def test_a_result_file_is_read_in_pieces_not_inflated_at_once(member, devices):
     assert json.loads(first + rest) == payload
 
 
-def test_storing_a_result_again_replaces_the_first_one(member, devices):
+def _stored_twice(member: Any) -> Job:
+    """A job whose result was stored twice under its one name; the second one reads back."""
     row = _one_job(member)
     assert store_result(row, {"counter": {"0": 1}}) == result_name(row.pk)
     assert store_result(row, {"counter": {"1": 2}}) == result_name(row.pk)
     Job.objects.filter(pk=row.pk).update(result_path=result_name(row.pk))
     row.refresh_from_db()
     assert read_result(row) == {"counter": {"1": 2}}
+    return row
+
+
+def test_storing_a_result_again_replaces_the_first_one(member, devices):
+    row = _stored_twice(member)
     assert ResultBlob.objects.filter(name=result_name(row.pk)).count() == 1
 
 
@@ -83,12 +89,7 @@ def test_storing_a_result_again_on_the_file_system_replaces_the_file_instead_of_
     """The file system's storage would save a second file under a new name: the first goes first."""
     results = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}
     settings.STORAGES = {**settings.STORAGES, "results": results}
-    row = _one_job(member)
-    assert store_result(row, {"counter": {"0": 1}}) == result_name(row.pk)
-    assert store_result(row, {"counter": {"1": 2}}) == result_name(row.pk)
-    Job.objects.filter(pk=row.pk).update(result_path=result_name(row.pk))
-    row.refresh_from_db()
-    assert read_result(row) == {"counter": {"1": 2}}
+    row = _stored_twice(member)
     assert [p.name for p in (tmp_path / "jobs").iterdir()] == [f"{row.pk}.json"]
 
 

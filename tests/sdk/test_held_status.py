@@ -21,6 +21,7 @@ import requests
 
 from backends.models import Device
 from jobs.models import Job
+from tests import processes
 from tests.conftest import ROOT, wait_until, worker_env
 from tests.sdk.helpers import omega_sequence
 
@@ -62,14 +63,7 @@ class AsgiServer:
         raise RuntimeError(f"server not up:\n{log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        processes.stop(self.proc, self.log, timeout=20)
 
 
 @pytest.fixture
