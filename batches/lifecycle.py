@@ -174,9 +174,11 @@ def claim_job(job_id: UUID | str, owner: str, *, now: datetime | None = None) ->
     now = now or timezone.now()
     with transaction.atomic():
         batch = lock_batch(Subquery(Job.objects.filter(pk=job_id).values("batch_id")), status=BatchStatus.RUNNING)
-        won = batch is not None and _start(job_id, owner, now)
+        if batch is None:
+            return False
+        won = _start(job_id, owner, now)
     if won:
-        events.batch_changed(batch.pk)  # type: ignore[union-attr]  # won implies a batch
+        events.batch_changed(batch.pk)
     return won
 
 
