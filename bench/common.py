@@ -246,6 +246,17 @@ def start_web(
     return Process(command, env, f"{DB_NAME}-web-{port}.log", _http_ready(port)), f"http://127.0.0.1:{port}"
 
 
+def start_asgi(env: dict[str, str], *, workers: int = 2, **extra: str) -> tuple[Process, str]:
+    """The product's web server (runall.web_command: gunicorn with uvicorn workers, ASGI), as
+    `make run`, the image and compose start it: held status requests take no thread."""
+    from portal.management.commands.runall import web_command
+
+    port = free_port()
+    command = web_command(f"127.0.0.1:{port}", workers=workers)
+    web = Process(command, {**env, **extra}, f"{DB_NAME}-asgi-{port}.log", _http_ready(port))
+    return web, f"http://127.0.0.1:{port}"
+
+
 @contextmanager
 def running(*procs: Process) -> Iterator[None]:
     try:
@@ -314,18 +325,20 @@ def submit_batch(session: Any, base: str, project: Any, sequence: str, jobs: lis
     return str(post_json(session, f"{base}/core/api/v1/batches", payload)["id"])
 
 
-def wait_done(session: Any, base: str, batch_id: str, *, poll: float = 0.05, timeout: float = 900) -> None:
-    """Poll the batch's status through the API until it ends; raise unless it ended DONE.
+def wait_done(session: Any, base: str, batch_id: str, *, poll: float | None = None, timeout: float = 900) -> None:
+    """Wait through the API until the batch ends; raise unless it ended DONE.
 
-    Every poll is a request the web process serves on the cores the jobs run on: poll no
-    faster than the figure needs (the SDK itself waits 2 s or more between polls).
-    """
+    `poll=None` (the default) waits as the SDK does against this server: the status request is
+    held until one of the batch's jobs ends (STATUS_HOLD_SECONDS), then asked again at once.
+    With a `poll` period, sleep between requests instead: every request is served on the cores
+    the jobs run on, so poll no faster than the figure needs."""
     url = f"{base}/core/api/v1/batches/{batch_id}/status"
     deadline = time.monotonic() + timeout
     while (status := session.get(url, timeout=30).json()["data"]["status"]) not in TERMINAL:
         if time.monotonic() > deadline:
             raise RuntimeError(f"batch {batch_id} still {status} after {timeout:.0f} s")
-        time.sleep(poll)
+        if poll is not None:
+            time.sleep(poll)
     if status != "DONE":
         raise RuntimeError(f"batch {batch_id} ended {status}")
 

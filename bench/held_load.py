@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
-from bench.sdk_loop import start_asgi  # noqa: E402
 
 
 def ordinary_gets(base: str, token: str, batch_id: str, n: int) -> list[float]:
@@ -70,7 +69,7 @@ def main() -> int:
 
     Device.objects.filter(name="EMU_FREE").update(status=Device.Status.MAINTENANCE)
     tokens = [create_token(user, f"held-{i}")[1] for i in range(10)]
-    web, base = start_asgi(env, STATUS_HOLD_SECONDS="28")
+    web, base = common.start_asgi(env, STATUS_HOLD_SECONDS="28")
     with common.running(web):
         session = common.api(base, token)
         batch_id = common.submit_batch(session, base, project, common.tiny_sequence(), common.job_specs(2))

@@ -1,7 +1,8 @@
 """Scenario 1 (and 8 with --db sqlite): per-job end-to-end cost vs a bare Celery task.
 
-Tweezer: POST a closed batch of N tiny EMU_FREE jobs through the API, then poll the batch
-status through the API until DONE (every job claimed, simulated, result stored, ended).
+Tweezer: POST a closed batch of N tiny EMU_FREE jobs through the API to the product's ASGI web
+server, then wait on the batch status through the API, as the SDK does, until DONE (every job
+claimed, simulated, result stored, ended): the server holds each status request until a job ends.
 Floor: N sequential `simulate.apply_async(...).get()` round trips on a bare Celery app with
 the same broker, running the same pulser-simulation call (deserialize cached, build, QutipBackendV2).
 Both run one job at a time: a batch's jobs run in order, one after the other (rule 2).
@@ -57,9 +58,6 @@ def main() -> int:
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--jobs", type=int, default=20, help="jobs per batch (per repetition)")
     parser.add_argument("--reps", type=int, default=5)
-    # 50 ms: every poll is a request the web process serves on the same 2 cores as the worker;
-    # at 10 ms the polling alone took CPU from the simulations it was timing (the SDK polls every 2 s+).
-    parser.add_argument("--poll", type=float, default=0.05, help="status polling period (s)")
     args = parser.parse_args()
 
     env, _, project, token, report = common.start(args.db, "bench_tweezer_pipeline")
@@ -72,7 +70,7 @@ def main() -> int:
 
     # Both stacks run at once and the repetitions alternate, so load from other processes on
     # the shared machine falls on both sides alike (an idle worker costs nothing).
-    web, base = common.start_web(env)
+    web, base = common.start_asgi(env)
     worker = common.start_worker(env, concurrency=2)
     bare = common.start_bare_worker(env, concurrency=2)
     with common.running(web, worker, bare):
@@ -80,9 +78,7 @@ def main() -> int:
 
         def tweezer_batch(n: int) -> float:
             t0 = time.perf_counter()
-            common.wait_done(
-                session, base, common.submit_batch(session, base, project, sequence, specs[:n]), poll=args.poll
-            )
+            common.wait_done(session, base, common.submit_batch(session, base, project, sequence, specs[:n]))
             return time.perf_counter() - t0
 
         def bare_batch(n: int) -> float:

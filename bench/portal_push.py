@@ -19,7 +19,7 @@ from typing import Any
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common  # noqa: E402
-from bench.sdk_loop import JOB, start_asgi  # noqa: E402
+from bench.sdk_loop import JOB  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 # Note when the DONE count changes, by the browser's clock (the machine's: same host).
@@ -79,7 +79,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     worker = common.start_worker(env)
-    web, base = start_asgi(env)
+    web, base = common.start_asgi(env)
     with common.running(worker, web), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()

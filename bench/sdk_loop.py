@@ -25,15 +25,6 @@ from bench import common  # noqa: E402
 JOB = {"runs": 10, "variables": {"omega_max": 1.5}}
 
 
-def start_asgi(env: dict[str, str], **extra: str) -> tuple[common.Process, str]:
-    from portal.management.commands.runall import web_command
-
-    port = common.free_port()
-    command = web_command(f"127.0.0.1:{port}", workers=2)
-    log = f"{common.DB_NAME}-asgi-{port}.log"
-    return common.Process(command, {**env, **extra}, log, common._http_ready(port)), f"http://127.0.0.1:{port}"
-
-
 def sdk_client(base: str, token: str, project: Any) -> Any:
     from pasqal_cloud.authentication import TokenProvider
     from pasqal_cloud.endpoints import Endpoints
@@ -101,7 +92,7 @@ def main() -> int:
     results: dict[str, list[float]] = {}
     with common.running(worker):
         for label, hold in (("held", args.hold), ("not held", "0")):
-            web, base = start_asgi(env, STATUS_HOLD_SECONDS=hold)
+            web, base = common.start_asgi(env, STATUS_HOLD_SECONDS=hold)
             with common.running(web):
                 results[label], where = loop(base, token, project, sequence, args.iterations)
             report.line(f"sdk_loop {args.db} {label} (STATUS_HOLD_SECONDS={hold}): {common.summary(results[label])}")

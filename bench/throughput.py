@@ -1,7 +1,8 @@
 """Scenario 5: sustained tiny jobs per second with 2 worker processes vs bare Celery.
 
-Tweezer: one worker (concurrency 2 = two processes) on PostgreSQL + Redis; B batches of M tiny
-EMU_FREE jobs submitted at once through the API; rate = jobs / (first submit → last batch DONE).
+Tweezer: one worker (concurrency 2 = two processes) on PostgreSQL + Redis, the product's ASGI web
+server; B batches of M tiny EMU_FREE jobs submitted at once through the API, waited on as the SDK
+does (held status requests); rate = jobs / (first submit → last batch DONE).
 A batch runs one job at a time and an emulator has EMULATOR_SLOTS (2) slots, so two batches keep
 both processes busy. Floors, same broker, two processes: the same pulser-simulation task sent
 B*M times at once, and bare no-op tasks (the issue's floor; no emulation at all).
@@ -36,7 +37,7 @@ def main() -> int:
     sequence = common.tiny_sequence()
     specs = common.job_specs(args.jobs)
 
-    web, base = common.start_web(env)
+    web, base = common.start_asgi(env)
     worker = common.start_worker(env, concurrency=2, name="throughput")
     with common.running(web, worker):
         session = common.api(base, token)

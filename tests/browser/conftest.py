@@ -52,6 +52,12 @@ def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]
     return {**browser_context_args, "viewport": {"width": 1280, "height": 860}, "accept_downloads": True}
 
 
+def settled(page: Any) -> None:
+    """Wait until htmx has settled its last swap. Content swapped in gets its triggers (hx-trigger,
+    hx-get) only when it settles, 20 ms later: a change made in between sends no request."""
+    page.wait_for_function("() => !document.querySelector('.htmx-added, .htmx-settling, .htmx-request')")
+
+
 def screenshot(page: Any, name: str) -> None:
     """Save a full-page screenshot for reviewers (tests/browser/screenshots/, git-ignored)."""
     SCREENSHOTS.mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ from batches.models import WebhookDelivery
 from portal.models import SpendingCap
 from tests.batches.test_sweeps import make_sweep
 from tests.batches.test_webhooks import Receiver
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, settled
 from tests.conftest import consumers_paused
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -55,6 +55,7 @@ def test_the_sweep_plot_redraws_for_another_observable_and_downloads_its_csv(pag
     page.wait_for_function("() => window.Chart && Object.keys(window.Chart.instances).length === 1")
     page.locator("#sweep-x").select_option("omega_max")
     expect(page.locator("#sweep-heading")).to_contain_text("against omega_max")  # swapped: the form is new
+    settled(page)
     page.locator("#sweep-series").select_option("delta")
     expect(page.locator("#sweep-heading")).to_contain_text("⟨number of excited atoms⟩ against omega_max, by delta")
     page.wait_for_function("() => document.querySelector('canvas[data-sweep]').dataset.drawn === '1'")
@@ -63,6 +64,7 @@ def test_the_sweep_plot_redraws_for_another_observable_and_downloads_its_csv(pag
     shot(page, "21-sweep-mean-excited")
     page.locator("#sweep-observable").select_option("excitation")
     expect(page.locator("#sweep-heading")).to_contain_text("P(atom 0 excited)")  # swapped: the form is new
+    settled(page)
     page.locator("#sweep-atom").fill("2")
     page.locator("#sweep-atom").dispatch_event("change")
     expect(page.locator("#sweep-heading")).to_contain_text("P(atom 2 excited)")
