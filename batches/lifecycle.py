@@ -260,7 +260,9 @@ def _claim_following(job: Job, owner: str, now: datetime) -> Job | None:
     """The next job of `job`'s batch, claimed for `owner` (the caller holds the batch's lock and
     has just ended `job`). A batch that no longer runs has no pending job left to claim: every
     way out of RUNNING stops its pending jobs in the same transaction."""
-    following = next_job(job.batch_id)
+    # Its first pending job: with the batch locked and its one running job just ended, that is
+    # the job rule 2 lets start, which `_start`'s condition checks all the same.
+    following = Job.objects.filter(batch_id=job.batch_id, status=JobStatus.PENDING).order_by("order").first()
     if following is None or not _start(following.pk, owner, now):
         return None
     following.batch = job.batch  # its fields that a run reads never change after submission

@@ -86,7 +86,8 @@ def main() -> int:
     parser.add_argument("--hold", default="20", help="STATUS_HOLD_SECONDS of the held run")
     args = parser.parse_args()
     env, _user, project, token, report = common.start(args.db, "bench_tweezer_sdk_loop")
-    sequence = common.tiny_sequence()
+    # 12 atoms in a line, a 500 ns pulse: ~200 ms of QuTiP on this machine, the 100–300 ms job.
+    sequence = common.tiny_sequence(n_atoms=12, duration=500)
     env["EVENTS_CHANNEL"] = f"{common.DB_NAME}:batch:"  # pub/sub is shared by every Redis DB
     worker = common.start_worker(env)
     results: dict[str, list[float]] = {}

@@ -8,4 +8,6 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+# Sync code runs in a thread per request here: connections come from a pool (settings, DB_POOL).
+os.environ.setdefault("DB_POOL", "1")
 application = get_asgi_application()

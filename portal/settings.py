@@ -102,6 +102,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_SQLITE_NAME", str(VAR_DIR / "test.sqlite3"))}
 else:
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "") or None}
+    # Under ASGI every request's sync code runs in a thread of its own, where a persistent
+    # connection would last one request (Django advises a pool there): the ASGI web process
+    # (portal/asgi.py sets DB_POOL) borrows its connections from a psycopg pool instead, each
+    # checked as it is borrowed (CONN_HEALTH_CHECKS). Workers are sync processes and keep DB_CONN_MAX_AGE.
+    if env_bool("DB_POOL", False) and env_int("DB_POOL_MAX_SIZE", 10) > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
+        DATABASES["default"]["OPTIONS"] = {
+            "pool": {
+                "min_size": 1,
+                "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+                "timeout": env_int("DB_POOL_TIMEOUT", 10),
+            }  # checked as borrowed: CONN_HEALTH_CHECKS
+        }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
