@@ -22,7 +22,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from batches.models import Batch, BatchStatus
@@ -41,7 +41,7 @@ class CancelReport:
     refunded: int
 
 
-def lock_batch(batch_id: UUID | str | Subquery, **conditions: Any) -> Batch | None:
+def lock_batch(batch_id: UUID | str, **conditions: Any) -> Batch | None:
     """The batch's row, locked for this transaction, if it meets `conditions` (else None).
 
     `of=self`: the device joined by `select_related` elsewhere is not locked with it (only
@@ -166,20 +166,23 @@ def lease_until(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
 
 
-def claim_job(job_id: UUID | str, owner: str, *, now: datetime | None = None) -> bool:
+def claim_job(job_id: UUID | str, owner: str, *, now: datetime | None = None) -> Job | None:
     """PENDING → RUNNING for `owner`, with a fresh lease, in a RUNNING batch and in its turn
-    (rule 2). False if the job is not ours to run (gone, canceled, running elsewhere, not its
-    turn). Needs nothing but the job's id: its batch is locked through it, so a worker reads the
-    job only once the claim is won."""
+    (rule 2): the job, with its batch and device, or None if it is not ours to run (gone,
+    canceled, running elsewhere, not its turn). Needs nothing but the job's id: one statement
+    reads the job and locks its batch (only the batch row, the lock every transition takes first)."""
     now = now or timezone.now()
     with transaction.atomic():
-        batch = lock_batch(Subquery(Job.objects.filter(pk=job_id).values("batch_id")), status=BatchStatus.RUNNING)
-        if batch is None:
-            return False
-        won = _start(job_id, owner, now)
-    if won:
-        events.batch_changed(batch.pk)
-    return won
+        job = (
+            Job.objects.select_related("batch", "batch__device")
+            .select_for_update(of=("batch",))
+            .filter(pk=job_id, batch__status=BatchStatus.RUNNING)
+            .first()
+        )
+        if job is None or not _start(job.pk, owner, now):
+            return None
+    events.batch_changed(job.batch_id)
+    return _started(job, owner, now)
 
 
 def _start(job_id: UUID | str, owner: str, now: datetime) -> bool:
@@ -195,6 +198,17 @@ def _start(job_id: UUID | str, owner: str, now: datetime) -> bool:
             attempts=F("attempts") + 1,
         )
     )
+
+
+def _started(job: Job, owner: str, now: datetime) -> Job:
+    """`job` in memory as `_start` left its row (its `attempts` as read before)."""
+    job.status, job.lease_owner, job.start_timestamp, job.lease_expires_at = (
+        JobStatus.RUNNING,
+        owner,
+        now,
+        lease_until(now),
+    )
+    return job
 
 
 def renew_lease(job_id: UUID | str, owner: str) -> bool:
@@ -266,8 +280,7 @@ def _claim_following(job: Job, owner: str, now: datetime) -> Job | None:
     if following is None or not _start(following.pk, owner, now):
         return None
     following.batch = job.batch  # its fields that a run reads never change after submission
-    following.status, following.lease_owner, following.start_timestamp = JobStatus.RUNNING, owner, now
-    return following
+    return _started(following, owner, now)
 
 
 def hand_back_job(job: Job, owner: str) -> bool:

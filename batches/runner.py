@@ -26,10 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def claim(job_id: str, owner: str) -> Job | None:
-    """The job, claimed for `owner` (PENDING → RUNNING), or None if it is not ours to run."""
-    if not lifecycle.claim_job(job_id, owner):
-        return None  # gone, canceled, running elsewhere, or not its turn
-    return Job.objects.select_related("batch", "batch__device").get(pk=job_id)
+    """The job, claimed for `owner` (PENDING → RUNNING), or None if it is not ours to run
+    (gone, canceled, running elsewhere, or not its turn)."""
+    return lifecycle.claim_job(job_id, owner)
 
 
 class Heartbeat:
