@@ -222,11 +222,14 @@ def renew_lease(job_id: UUID | str, owner: str) -> bool:
 
 @dataclass
 class Ending:
-    """What `end_job` did: whether this actor ended the job (its truth value), and the batch's
-    next job, claimed in the same transaction when the caller asked for it."""
+    """What `end_job` did: whether this actor ended the job (its truth value), the batch's
+    next job, claimed in the same transaction when the caller asked for it, and whether the
+    batch is left open, RUNNING and idle: it keeps its slot (rule 4), so the queue has nothing
+    new to decide."""
 
     won: bool
     next_job: Job | None = None
+    idle_open: bool = False
 
     def __bool__(self) -> bool:
         return self.won
@@ -265,9 +268,12 @@ def end_job(
         events.batch_changed(job.batch_id)  # wakes the held status requests (issue 19)
         if claim_next_for is not None:
             following = _claim_following(job, claim_next_for, now)
-        if following is None:
-            finish_batch(job.batch_id, now=now)
-    return Ending(won=True, next_job=following)
+        idle_open = following is None and not finish_batch(job.batch_id, now=now) and _open_and_running(job.batch_id)
+    return Ending(won=True, next_job=following, idle_open=idle_open)
+
+
+def _open_and_running(batch_id: UUID) -> bool:
+    return Batch.objects.filter(pk=batch_id, status=BatchStatus.RUNNING, open=True).exists()
 
 
 def _claim_following(job: Job, owner: str, now: datetime) -> Job | None:

@@ -67,15 +67,18 @@ def execute(job_id: str) -> None:
     After a job ends, the worker claims the next PENDING job of the same batch itself and
     runs it at once (the batch owns its slot, rule 2 keeps the order): no broker round trip
     and no full `advance` between the jobs of a batch. `advance` runs when the batch has no
-    job left to chain (it ends the batch and gives the slot on). A message later sent for a
-    chained job finds it RUNNING or DONE and does nothing.
+    job left to chain and its slot may have moved (it ended, or was canceled meanwhile); an
+    open batch left idle keeps its slot, and nothing is left to decide. A message later sent
+    for a chained job finds it RUNNING or DONE and does nothing.
     """
     job = claim(job_id, uuid.uuid4().hex)
-    device_id = None
+    if job is None:
+        return
+    device_id = job.batch.device_id
     while job is not None:
-        device_id = job.batch.device_id
-        job = _run_claimed(job, job.lease_owner)
-    if device_id is not None:
+        ending = _run_claimed(job, job.lease_owner)
+        job = ending.next_job
+    if not ending.idle_open:
         scheduler.advance(device_id)
 
 
@@ -103,8 +106,8 @@ _terminate_watched = threading.Event()
 _terminating = threading.Event()
 
 
-def _run_claimed(job: Job, owner: str) -> Job | None:
-    """Runs the claimed job and ends it; returns the batch's next job, claimed as it ended."""
+def _run_claimed(job: Job, owner: str) -> lifecycle.Ending:
+    """Runs the claimed job and ends it; the ending holds the batch's next job, claimed as it ended."""
     try:
         with Heartbeat(str(job.pk), owner):
             result = _run(job)
@@ -116,7 +119,7 @@ def _run_claimed(job: Job, owner: str) -> Job | None:
         ending = _end_failed(job, owner, exc)
     else:
         ending = _end(job, owner, JobStatus.DONE, result_path=store_result(job, result.as_json()))
-    return ending.next_job
+    return ending
 
 
 def _end(job: Job, owner: str, status: str, **how: Any) -> lifecycle.Ending:

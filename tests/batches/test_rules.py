@@ -384,7 +384,7 @@ def test_rule_2_a_job_ending_hands_its_worker_the_batch_next_job_in_order(submit
     ending = lifecycle.end_job(ending.next_job, "w2", JobStatus.ERROR, errors=["bad"], claim_next_for="w3")
     assert ending.next_job is not None and ending.next_job.pk == third.pk, "a failed job does not stop the batch"
     last = lifecycle.end_job(ending.next_job, "w3", JobStatus.DONE, claim_next_for="w4")
-    assert last and last.next_job is None
+    assert last and last.next_job is None and not last.idle_open, "its slot moves on: the queue decides"
     assert Batch.objects.get(pk=batch.pk).status == "DONE"
 
 
@@ -397,8 +397,35 @@ def test_a_job_ending_in_a_canceled_batch_claims_nothing(submit, emu, member):
     services.cancel_batch(batch, by=member.user)
 
     ending = lifecycle.end_job(job, "w1", JobStatus.DONE, claim_next_for="w2")
-    assert ending and ending.next_job is None
+    assert ending and ending.next_job is None and not ending.idle_open, "its slot moves on: the queue decides"
     assert not Job.objects.filter(batch=batch, status="RUNNING").exists()
+
+
+def test_rule_4_an_open_batch_whose_job_ends_keeps_its_slot_and_the_queue_waits(submit, emu):
+    """The worker then leaves the queue alone (`Ending.idle_open`): nothing has moved."""
+    open_batch, waiting = submit(1, open=True), submit(1)
+    scheduler.advance(emu.pk)  # the open batch takes the only slot
+    job = runner.claim(str(jobs_of(open_batch)[0].pk), "w1")
+    assert job is not None
+
+    ending = lifecycle.end_job(job, "w1", JobStatus.DONE, claim_next_for="w2")
+    assert ending and ending.next_job is None and ending.idle_open
+    assert Batch.objects.get(pk=open_batch.pk).status == "RUNNING"
+    scheduler.advance(emu.pk)
+    assert Batch.objects.get(pk=waiting.pk).status == "PENDING", "the open batch still holds the slot"
+
+
+def test_an_open_batch_closed_before_its_job_ends_gives_its_slot_to_the_next_batch(submit, emu, member):
+    """The worker that ends the job ends the batch and runs the queue: the waiting batch starts."""
+    open_batch, waiting = submit(1, open=True), submit(1)
+    scheduler.advance(emu.pk)
+    services.close_batch(open_batch, by=member.user)  # its job has not run yet: the batch still runs
+    assert Batch.objects.get(pk=open_batch.pk).status == "RUNNING"
+
+    runner.execute(str(jobs_of(open_batch)[0].pk))
+    assert Batch.objects.get(pk=open_batch.pk).status == "DONE"
+    assert Batch.objects.get(pk=waiting.pk).status == "RUNNING"
+    assert [job.batch_id for job in dispatched(emu)] == [waiting.pk]
 
 
 def test_a_worker_that_lost_its_job_neither_ends_it_nor_claims_the_next(submit, emu):
