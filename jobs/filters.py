@@ -104,11 +104,19 @@ _LISTING_INDEX_FILTERS = frozenset({"project_id", "start_date", "end_date"})
 
 
 def _filters_only_on(f: Any, allowed: frozenset[str]) -> bool:
-    """No filter of `f` is set but those in `allowed` (any field added to JobFilter later counts)."""
-    fields = getattr(type(f), "model_fields", None)
-    if fields is None:
-        return False
+    """No filter of `f` is set but those in `allowed`: `f` is a JobFilter (any field added to it
+    later counts) or the portal's filter (a namespace: every attribute counts)."""
+    fields = getattr(type(f), "model_fields", None) or vars(f)
     return all(getattr(f, name) in (None, []) for name in fields if name not in _NOT_FILTERS | allowed)
+
+
+def counted_statuses(f: Any) -> list[str] | None:
+    """The statuses whose per-batch counters add up to the number of jobs `f` selects in the
+    batches it selects; None when another filter is set and only a COUNT(*) can tell. The one
+    rule behind the API's totals (`count_jobs`) and the batch page's paginator."""
+    if not _filters_only_on(f, COUNTED_FILTERS):
+        return None
+    return sorted(set(f.status)) if getattr(f, "status", None) else list(STATUS_COUNTERS)
 
 
 def _only_batch_level(f: Any) -> bool:
@@ -123,14 +131,15 @@ def _in_listing_index(f: Any) -> bool:
 def batches_holding(user: Any, f: Any) -> QuerySet[Batch] | None:
     """The batches whose counters add up to `filter_jobs(jobs_for(user), f).count()`, or None.
 
-    None unless every filter set is a batch-level one (project_id, batch_id) or `status`: any
-    other field of JobFilter, including one added later, gets the exact COUNT(*). Exact because
+    None unless `counted_statuses` allows (every filter set is a batch-level one, project_id or
+    batch_id, or `status`): any other field, including one added later, gets the exact
+    COUNT(*). Exact because
     `jobs_count` is maintained with the jobs (create_batch, add_jobs — retry and rebatch go
     through these) in the same transaction, and so are the per-status counters (database
     triggers, batches/migrations/0004); a job's project is its batch's, and jobs are never
     deleted but with their batch; tests/conftest.py checks both after every test.
     """
-    if not _filters_only_on(f, COUNTED_FILTERS):
+    if counted_statuses(f) is None:
         return None
     batches = Batch.objects.filter(project_id__in=Membership.objects.filter(user=user).values("project_id"))
     if f.project_id:
@@ -144,10 +153,11 @@ def count_jobs(user: Any, qs: QuerySet[Job], f: Any) -> int:
     """`qs.count()`, read from the batches' counters when the filter allows:
     `jobs_count`, or with `status` the counters of those statuses: `GET /jobs?status=DONE` at
     1M jobs reads 10,000 batch rows instead of counting 200,000 jobs."""
-    batches = batches_holding(user, f)
-    if batches is None:
+    batches, statuses = batches_holding(user, f), counted_statuses(f)
+    if batches is None or statuses is None:
         return qs.count()
-    columns = [STATUS_COUNTERS[status] for status in sorted(set(f.status))] if f.status else ["jobs_count"]
+    # Every status: one column, `jobs_count`, their sum (tests/conftest.py checks it after each test).
+    columns = ["jobs_count"] if len(statuses) == len(STATUS_COUNTERS) else [STATUS_COUNTERS[s] for s in statuses]
     counted = Sum(reduce(operator.add, (F(column) for column in columns)))
     return int(batches.aggregate(n=counted)["n"] or 0)
 
