@@ -33,6 +33,8 @@ if _BROKER.startswith("filesystem://"):
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # As Tweezer's embedded default polls (portal/settings.py): the same broker, the same wait.
+            "polling_interval": float(os.environ.get("CELERY_BROKER_POLL_SECONDS") or 0.1),
         },
         result_backend=f"file://{folder / 'results'}",
     )

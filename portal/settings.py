@@ -249,6 +249,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Exchange tables (broadcasts, pidbox): kept under var/, not in the working directory.
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # How often a worker looks for new messages (kombu's default, 1 s, is a second's wait
+        # before every job dispatched on the embedded default; a look is one listdir per queue).
+        "polling_interval": float(env_str("CELERY_BROKER_POLL_SECONDS", "0.1")),
     }
 else:
     # Redelivery of unacked messages after a crash; the DB lease is what really protects jobs.
