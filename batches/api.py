@@ -18,7 +18,7 @@ from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
 from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import JobStatus
-from jobs.schemas import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, job_json, rows_json
+from jobs.schemas import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, row_json, rows_json
 from portal import events
 from portal.access import project_for, request_user
 from portal.api import ERRORS, check_depth, committed, envelope, ok, release_connection, render
@@ -166,7 +166,8 @@ def batch_json(batch: Batch, *, with_sequence: bool = False, with_jobs: bool = F
         data["sequence_builder"] = batch.sequence_builder
     # Inline the jobs of small batches; the SDK pages through big ones itself (ordered_jobs).
     if with_jobs and sum(counts.values()) <= settings.BATCH_JOBS_INLINE_MAX:
-        data["jobs"] = [job_json(j) for j in batch.jobs.order_by("order")]
+        # Read as a listing reads them: the columns shown, not whole rows with their sequences.
+        data["jobs"] = [row_json(row) for row in batch.jobs.order_by("order").values_list(*JOB_COLUMNS)]
     return data
 
 

@@ -45,8 +45,14 @@ def lock_batch(batch_id: UUID | str, **conditions: Any) -> Batch | None:
     """The batch's row, locked for this transaction, if it meets `conditions` (else None).
 
     `of=self`: the device joined by `select_related` elsewhere is not locked with it (only
-    `scheduler.advance` locks devices, and it does so first)."""
-    return Batch.objects.select_for_update(of=("self",)).filter(pk=batch_id, **conditions).first()
+    `scheduler.advance` locks devices, and it does so first). The lock is about the batch's
+    state: its sequence, which never changes and can be large, is not read with it."""
+    return (
+        Batch.objects.select_for_update(of=("self",))
+        .defer("sequence_builder")
+        .filter(pk=batch_id, **conditions)
+        .first()
+    )
 
 
 def notify(batch_id: UUID) -> None:

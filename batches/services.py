@@ -320,6 +320,7 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
         assert locked is not None  # batches are never deleted while open
         # Its relations are the caller's: a batch never changes device, project or owner.
         locked.device, locked.project, locked.user = batch.device, batch.project, batch.user
+        locked.sequence_builder = batch.sequence_builder
         _check_open(locked)
         has_active_job = bool(locked.pending_jobs or locked.running_jobs)
         start = locked.jobs_count
@@ -337,12 +338,13 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
         insert_rows(Job, rows)
         Batch.objects.filter(pk=batch.pk).update(jobs_count=F("jobs_count") + len(specs), last_activity_at=now)
         credits.charge_jobs(locked, [(row["id"], row["price"]) for row in rows], by=by)
-        events.batch_changed(batch.pk)
+        # The job is sent before the waiters are told: on commit, hooks run in this order.
         if idle_running:
             first = rows[0]["id"]
             transaction.on_commit(lambda: scheduler.send_jobs([first], device.queue), robust=True)
         else:
             transaction.on_commit(lambda: scheduler.advance(device.pk), robust=True)
+        events.batch_changed(batch.pk)
     # The locked row, brought up to date in memory: no need to read it back.
     locked.jobs_count, locked.last_activity_at = start + len(specs), now
     return locked
