@@ -18,7 +18,7 @@ from batches.idempotency import idempotent
 from batches.models import Batch, BatchStatus, Priority
 from jobs.filters import FilterDate, Page, filter_jobs
 from jobs.models import JobStatus
-from jobs.schemas import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, row_json, rows_json
+from jobs.schemas import JOB_COLUMNS, CancelJobsOut, JobOut, cancel_jobs_json, iso, rows_json
 from portal import events
 from portal.access import project_for, request_user
 from portal.api import ERRORS, check_depth, committed, envelope, ok, release_connection, render
@@ -167,7 +167,7 @@ def batch_json(batch: Batch, *, with_sequence: bool = False, with_jobs: bool = F
     # Inline the jobs of small batches; the SDK pages through big ones itself (ordered_jobs).
     if with_jobs and sum(counts.values()) <= settings.BATCH_JOBS_INLINE_MAX:
         # Read as a listing reads them: the columns shown, not whole rows with their sequences.
-        data["jobs"] = [row_json(row) for row in batch.jobs.order_by("order").values_list(*JOB_COLUMNS)]
+        data["jobs"] = rows_json(batch.jobs.order_by("order").values_list(*JOB_COLUMNS))
     return data
 
 

@@ -318,7 +318,8 @@ def add_jobs(batch: Batch, raw_jobs: Any, *, by: User) -> Batch:
     with transaction.atomic():
         locked = lifecycle.lock_batch(batch.pk)
         assert locked is not None  # batches are never deleted while open
-        # Its relations are the caller's: a batch never changes device, project or owner.
+        # These are the caller's: a batch never changes device, project, owner or sequence
+        # (the lock does not read the sequence).
         locked.device, locked.project, locked.user = batch.device, batch.project, batch.user
         locked.sequence_builder = batch.sequence_builder
         _check_open(locked)
